@@ -1,0 +1,68 @@
+"""quantkit: hardware-aware quantization of Hugging Face models for x86 CPUs.
+
+Public API (imported lazily so that ``import quantkit`` stays fast)::
+
+    from quantkit import Quantizer, load_spec
+    result = Quantizer.from_pretrained("my-model").quantize("int8.yaml", output_dir="out")
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+from .errors import (
+    ArtifactError,
+    DataError,
+    EvaluationError,
+    ExportError,
+    ExportValidationError,
+    ModelLoadError,
+    OutputExistsError,
+    QuantizationError,
+    QuantkitError,
+    RegistryError,
+    SpecError,
+)
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "Quantizer": "quantkit.quantizer",
+    "QuantizationResult": "quantkit.quantizer",
+    "QuantizationSpec": "quantkit.spec",
+    "load_spec": "quantkit.spec",
+    "parse_spec": "quantkit.spec",
+}
+
+__all__ = [
+    "__version__",
+    "Quantizer",
+    "QuantizationResult",
+    "QuantizationSpec",
+    "load_spec",
+    "parse_spec",
+    "QuantkitError",
+    "SpecError",
+    "ModelLoadError",
+    "DataError",
+    "ExportError",
+    "ExportValidationError",
+    "QuantizationError",
+    "EvaluationError",
+    "ArtifactError",
+    "OutputExistsError",
+    "RegistryError",
+]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .quantizer import QuantizationResult, Quantizer
+    from .spec import QuantizationSpec, load_spec, parse_spec
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'quantkit' has no attribute {name!r}")

@@ -1,0 +1,125 @@
+"""Quantization backends behind one registry.
+
+A backend turns an FP32 ONNX model plus a :class:`~quantkit.spec.QuantizationConfig`
+(and calibration data for static quantization) into a quantized ONNX file.
+Backends register with ``@BACKENDS.register(name)``; the heavy ones are imported
+only when first asked for.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from ..data import TextDataset
+from ..errors import QuantizationError, QuantkitError
+from ..export import ExportedModel
+from ..graph import graph_summary
+from ..registry import Registry
+from ..spec import QuantizationConfig
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["BACKENDS", "Backend", "QuantizedModel", "get_backend", "ProgressFactory"]
+
+#: ``progress(total, description)`` → an object with ``update(n)`` and ``close()`` (tqdm-compatible).
+ProgressFactory = Callable[[int, str], Any]
+
+BACKENDS: Registry[type["Backend"]] = Registry(
+    "backend",
+    lazy={"onnxruntime": "quantkit.backends.onnxruntime"},
+)
+
+
+@dataclass
+class QuantizedModel:
+    """A quantized ONNX model on disk and what went into it."""
+
+    path: Path
+    backend: str
+    config: QuantizationConfig
+    summary: dict[str, Any] = field(default_factory=dict)
+    duration_s: float = 0.0
+    calibration_s: float = 0.0
+
+
+class Backend(ABC):
+    """Template: :meth:`quantize` checks inputs and outputs, :meth:`_quantize` does the work."""
+
+    name: ClassVar[str]
+    approaches: ClassVar[frozenset[str]] = frozenset({"dynamic", "static"})
+
+    def quantize(
+        self,
+        model: ExportedModel,
+        config: QuantizationConfig,
+        output_path: str | Path,
+        *,
+        calibration: TextDataset | None = None,
+        workdir: str | Path | None = None,
+        progress: ProgressFactory | None = None,
+    ) -> QuantizedModel:
+        if config.approach not in self.approaches:
+            raise QuantizationError(
+                f"backend {self.name!r} does not support approach {config.approach!r} "
+                f"(supports {', '.join(sorted(self.approaches))})"
+            )
+        if config.approach == "static" and (calibration is None or len(calibration) == 0):
+            raise QuantizationError("static quantization needs calibration data (data.calibration)")
+        if not Path(model.path).is_file():
+            raise QuantizationError(f"FP32 model not found: {model.path}")
+        output_path = Path(output_path)
+        output_path.parent.mkdir(parents=True, exist_ok=True)
+        workdir = Path(workdir) if workdir is not None else output_path.parent
+        logger.info(
+            "quantizing with %s: %s, %s", self.name, config.approach, config.model_dump(exclude={"calibration"})
+        )
+        start = time.perf_counter()
+        try:
+            calibration_s = self._quantize(model, config, output_path, calibration, workdir, progress)
+        except QuantkitError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - backends raise anything; keep the cause
+            raise QuantizationError(f"{self.name}: {type(exc).__name__}: {exc}") from exc
+        if not output_path.is_file():
+            raise QuantizationError(f"{self.name} produced no model at {output_path}")
+        result = QuantizedModel(
+            path=output_path,
+            backend=self.name,
+            config=config,
+            summary=graph_summary(output_path),
+            duration_s=time.perf_counter() - start,
+            calibration_s=calibration_s or 0.0,
+        )
+        if result.summary["quantized_weights"] == 0:
+            raise QuantizationError(
+                f"{self.name} quantized nothing: no {', '.join(config.op_types)} node with weights was found "
+                "(check quantization.op_types and nodes_to_exclude)"
+            )
+        logger.info("quantized model: %s", result.summary["ops"])
+        return result
+
+    @abstractmethod
+    def _quantize(
+        self,
+        model: ExportedModel,
+        config: QuantizationConfig,
+        output_path: Path,
+        calibration: TextDataset | None,
+        workdir: Path,
+        progress: ProgressFactory | None,
+    ) -> float | None:
+        """Write the quantized model to ``output_path``; return seconds spent calibrating."""
+
+    def ort_config(self, config: QuantizationConfig, opset: int) -> dict[str, Any] | None:
+        """Optimum's ``ort_config.json`` content describing ``config``, if expressible."""
+        return None
+
+
+def get_backend(name: str) -> Backend:
+    return BACKENDS.get(name)()

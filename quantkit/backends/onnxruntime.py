@@ -1,0 +1,228 @@
+"""ONNX Runtime quantization: dynamic (integer ops) and static (QDQ or QOperator).
+
+Static calibration is run by quantkit itself with ONNX Runtime's calibrators, so
+that it streams (a few batches at a time, whatever the method), reports progress,
+honours every calibration option, and only collects the float tensors feeding the
+operator types being quantized (never attention masks or shape tensors). The
+ranges are handed to ``quantize_static`` through its calibration cache.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from onnxruntime.quantization import (
+    CalibrationDataReader,
+    CalibrationMethod,
+    QuantFormat,
+    QuantType,
+    quantize_dynamic,
+    quantize_static,
+)
+from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
+from onnxruntime.quantization.shape_inference import quant_pre_process
+
+from ..data import TextDataset
+from ..errors import QuantizationError
+from ..export import ExportedModel, onnx_io
+from ..spec import CalibrationSpec, QuantizationConfig
+from . import BACKENDS, Backend, ProgressFactory
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["OnnxRuntimeBackend", "BatchReader", "calibrate", "preprocess"]
+
+_QUANT_TYPES = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
+_METHODS = {
+    "minmax": CalibrationMethod.MinMax,
+    "entropy": CalibrationMethod.Entropy,
+    "percentile": CalibrationMethod.Percentile,
+}
+#: Batches collected before a calibrator folds them into its running statistics.
+_CHUNK_BATCHES = 8
+
+
+class BatchReader(CalibrationDataReader):
+    """Feeds :class:`TextDataset` batches to ONNX Runtime; supports ranged (strided) reads."""
+
+    def __init__(
+        self,
+        data: TextDataset,
+        batch_size: int,
+        input_names: list[str],
+        progress: Any | None = None,
+    ) -> None:
+        self.data = data
+        self.batch_size = batch_size
+        self.input_names = input_names
+        self.progress = progress
+        self._n = data.num_batches(batch_size)
+        self._start, self._stop, self._pos = 0, self._n, 0
+
+    def __len__(self) -> int:
+        return self._n
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self._start, self._stop = start_index, min(end_index, self._n)
+        self._pos = self._start
+
+    def rewind(self) -> None:
+        self._pos = self._start
+
+    def get_next(self) -> dict[str, Any] | None:
+        if self._pos >= self._stop:
+            return None
+        lo = self._pos * self.batch_size
+        batch = self.data.batch(lo, lo + self.batch_size, self.input_names)
+        self._pos += 1
+        if self.progress is not None:
+            self.progress.update(len(next(iter(batch.values()))))
+        return batch
+
+
+def preprocess(src: Path, dst: Path) -> Path:
+    """ONNX Runtime's quantization pre-processing (symbolic shape inference + graph cleanup).
+
+    Falls back to fewer steps when a step fails (e.g. symbolic inference on an exotic
+    graph) and returns the path actually to quantize.
+    """
+    attempts = [
+        {},
+        {"skip_symbolic_shape": True},
+        {"skip_symbolic_shape": True, "skip_optimization": True},
+    ]
+    for kwargs in attempts:
+        try:
+            quant_pre_process(str(src), str(dst), **kwargs)
+            return dst
+        except Exception as exc:  # noqa: BLE001 - pre-processing is best effort
+            logger.info("quantization pre-processing %s failed (%s); retrying with less", kwargs, exc)
+    logger.warning("quantizing without pre-processing")
+    return src
+
+
+def _chunk(n_batches: int) -> int:
+    """Largest divisor of ``n_batches`` not above the chunk size (ORT's strided reads need one)."""
+    return max(d for d in range(1, min(_CHUNK_BATCHES, n_batches) + 1) if n_batches % d == 0)
+
+
+def calibrate(
+    model_path: Path,
+    data: TextDataset,
+    config: QuantizationConfig,
+    workdir: Path,
+    progress: ProgressFactory | None = None,
+) -> Any:
+    """Compute activation ranges (ONNX Runtime ``TensorsData``) streaming over ``data``."""
+    cal: CalibrationSpec = config.calibration
+    data = data.select(min(cal.num_samples, len(data)))
+    input_names, _ = onnx_io(model_path)
+    options: dict[str, Any] = {"symmetric": config.activation_symmetric}
+    if cal.method == "minmax":
+        options.update(moving_average=cal.moving_average, max_intermediate_outputs=_CHUNK_BATCHES)
+    else:
+        options.update(num_bins=cal.num_bins)
+        if cal.method == "percentile":
+            options["percentile"] = cal.percentile
+    bar = progress(len(data), f"calibrating ({cal.method})") if progress else None
+    try:
+        with tempfile.TemporaryDirectory(prefix="calib-", dir=workdir) as tmp:
+            calibrator = create_calibrator(
+                model_path,
+                config.op_types,
+                augmented_model_path=str(Path(tmp) / "augmented.onnx"),
+                calibrate_method=_METHODS[cal.method],
+                extra_options=options,
+            )
+            reader = BatchReader(data, cal.batch_size, input_names, bar)
+            stride = _chunk(len(reader))
+            for start in range(0, len(reader), stride):
+                reader.set_range(start, start + stride)
+                calibrator.collect_data(reader)
+            ranges = calibrator.compute_data()
+            del calibrator
+    finally:
+        if bar is not None:
+            bar.close()
+    return ranges
+
+
+@BACKENDS.register("onnxruntime")
+class OnnxRuntimeBackend(Backend):
+    """``onnxruntime.quantization``: IntegerOps dynamic, QDQ or QOperator static."""
+
+    name = "onnxruntime"
+
+    def _quantize(
+        self,
+        model: ExportedModel,
+        config: QuantizationConfig,
+        output_path: Path,
+        calibration: TextDataset | None,
+        workdir: Path,
+        progress: ProgressFactory | None,
+    ) -> float | None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="ort-quant-", dir=workdir) as tmp:
+            source = preprocess(Path(model.path), Path(tmp) / "preprocessed.onnx")
+            extra: dict[str, Any] = {
+                "WeightSymmetric": config.symmetric_weights,
+                "MatMulConstBOnly": config.weights_only_matmul,
+            }
+            common = dict(
+                op_types_to_quantize=list(config.op_types),
+                per_channel=config.per_channel,
+                reduce_range=config.reduce_range,
+                weight_type=_QUANT_TYPES[config.weight_type],
+                nodes_to_exclude=list(config.nodes_to_exclude),
+            )
+            if config.approach == "dynamic":
+                quantize_dynamic(str(source), str(output_path), extra_options=extra, **common)
+                return None
+            assert calibration is not None  # checked by Backend.quantize
+            start = time.perf_counter()
+            ranges = calibrate(source, calibration, config, Path(tmp), progress)
+            calibration_s = time.perf_counter() - start
+            cache = Path(tmp) / "calibration.json"
+            save_tensors_data(ranges, cache)
+            extra["ActivationSymmetric"] = config.activation_symmetric
+            quantize_static(
+                str(source),
+                str(output_path),
+                calibration_data_reader=None,
+                quant_format=QuantFormat.QDQ if config.quant_format == "qdq" else QuantFormat.QOperator,
+                activation_type=_QUANT_TYPES[config.activation_type],
+                calibrate_method=_METHODS[config.calibration.method],
+                calibration_cache_path=str(cache),
+                extra_options=extra,
+                **common,
+            )
+            return calibration_s
+
+    def ort_config(self, config: QuantizationConfig, opset: int) -> dict[str, Any] | None:
+        from optimum.onnxruntime.configuration import ORTConfig
+        from optimum.onnxruntime.configuration import QuantizationConfig as OptimumQuantizationConfig
+        from onnxruntime.quantization import QuantizationMode
+
+        static = config.approach == "static"
+        qconfig = OptimumQuantizationConfig(
+            is_static=static,
+            format=QuantFormat.QDQ if static and config.quant_format == "qdq" else QuantFormat.QOperator,
+            mode=QuantizationMode.QLinearOps if static else QuantizationMode.IntegerOps,
+            activations_dtype=_QUANT_TYPES[config.activation_type],
+            activations_symmetric=config.activation_symmetric,
+            weights_dtype=_QUANT_TYPES[config.weight_type],
+            weights_symmetric=config.symmetric_weights,
+            per_channel=config.per_channel,
+            reduce_range=config.reduce_range,
+            nodes_to_exclude=list(config.nodes_to_exclude),
+            operators_to_quantize=list(config.op_types),
+        )
+        try:
+            return ORTConfig(opset=opset, quantization=qconfig).to_dict()
+        except Exception as exc:  # noqa: BLE001
+            raise QuantizationError(f"cannot describe the config in Optimum's ORTConfig: {exc}") from exc

@@ -1,0 +1,159 @@
+"""The ``quantkit`` command line: parses arguments, calls the API, renders results and errors.
+
+This is the only module that configures logging. Every quantkit error becomes a
+short message and an exit code (2: bad input, 1: failure); ``--debug`` shows the
+traceback instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from . import __version__
+from .errors import QuantkitError
+
+app = typer.Typer(
+    name="quantkit",
+    help="Hardware-aware quantization of Hugging Face models for x86 CPUs.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+_state: dict[str, Any] = {"debug": False}
+
+#: Third-party loggers that are chatty at INFO/WARNING about things users cannot act on.
+_NOISY = ("torchao", "torch", "transformers", "optimum", "onnxruntime", "root", "datasets", "evaluate", "urllib3")
+
+
+def _configure_logging(verbose: int, debug: bool) -> None:
+    from rich.logging import RichHandler
+
+    level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
+    handler = RichHandler(console=err, show_path=debug, show_time=debug, rich_tracebacks=debug)
+    logging.basicConfig(level=logging.WARNING, handlers=[handler], format="%(message)s", force=True)
+    logging.getLogger("quantkit").setLevel(level)
+    if not debug:
+        for name in _NOISY:
+            logging.getLogger(name).setLevel(logging.ERROR)
+        warnings.filterwarnings("ignore")
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("TQDM_MININTERVAL", "1")
+
+
+def _fail(exc: BaseException) -> NoReturn:
+    if _state["debug"]:
+        raise exc
+    if isinstance(exc, QuantkitError):
+        err.print(f"[bold red]error:[/] {exc.title}", highlight=False)
+        err.print(str(exc), markup=False, highlight=False)
+        if exc.hint:
+            err.print(f"hint: {exc.hint}", markup=False, highlight=False, style="yellow")
+        raise typer.Exit(exc.exit_code)
+    if isinstance(exc, KeyboardInterrupt):
+        err.print("interrupted")
+        raise typer.Exit(130)
+    err.print(f"[bold red]error:[/] unexpected {type(exc).__name__}", highlight=False)
+    err.print(str(exc) or repr(exc), markup=False, highlight=False)
+    err.print("hint: rerun with --debug for the traceback, and report it if it looks like a bug", style="yellow")
+    raise typer.Exit(1)
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"quantkit {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="Show progress logs.")] = 0,
+    debug: Annotated[bool, typer.Option("--debug", help="Debug logs and full tracebacks.")] = False,
+) -> None:
+    _state["debug"] = debug
+    _configure_logging(verbose, debug)
+
+
+@app.command()
+def quantize(
+    config: Annotated[Path, typer.Option("--config", "-c", help="The YAML spec.", dir_okay=False)],
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="Hub model id or local folder (overrides model.name_or_path).")
+    ] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Artifact folder (overrides output.dir).")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing artifact folder.")] = False,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bars.")] = True,
+) -> None:
+    """Export MODEL to ONNX, quantize it with the spec, evaluate FP32 vs quantized, and write the artifacts."""
+    try:
+        from .quantizer import Quantizer
+        from .spec import load_spec
+
+        spec = load_spec(config)
+        if model is not None:
+            local = Path(model).expanduser()
+            spec = spec.with_overrides(**{"model.name_or_path": str(local.resolve()) if local.exists() else model})
+        quantizer = Quantizer.from_spec(spec)
+        result = quantizer.quantize(
+            spec, output_dir=output, overwrite=True if overwrite else None, progress=progress and sys.stderr.isatty()
+        )
+    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - mapped to messages and exit codes
+        _fail(exc)
+    table = Table(title=f"quantkit: {result.report['model']['name_or_path']}", title_justify="left")
+    for col in ("", "FP32", "quantized", "change"):
+        table.add_column(col, justify="right" if col else "left")
+    for row in result.summary_rows():
+        table.add_row(*row)
+    out.print(table)
+    cfg = result.report["quantization"]["config"]
+    out.print(
+        f"{cfg['approach']} {cfg['weight_type']} weights via {result.report['quantization']['backend']}"
+        f" · evaluated on {result.report['evaluation']['examples']} examples"
+        f" · {result.report['timings']['total_s']:.0f}s"
+    )
+    out.print(f"artifacts: {result.output_dir}")
+
+
+@app.command()
+def schema(
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file instead of stdout.")] = None,
+) -> None:
+    """Print the JSON schema of the spec file."""
+    from .spec import spec_json_schema_text
+
+    text = spec_json_schema_text()
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.write_text(text, encoding="utf-8")
+
+
+@app.command()
+def backends() -> None:
+    """List the quantization backends."""
+    from .backends import BACKENDS
+
+    for name in BACKENDS.names():
+        out.print(name)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

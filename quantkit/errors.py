@@ -1,0 +1,146 @@
+"""Errors raised by quantkit.
+
+Every error is a :class:`QuantkitError` and also subclasses the builtin exception
+that best describes it, so callers can catch either. The CLI maps them to exit
+codes via :attr:`QuantkitError.exit_code`: 2 for bad input, 1 for a failure
+while doing the work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+__all__ = [
+    "QuantkitError",
+    "SpecError",
+    "SpecIssue",
+    "ModelLoadError",
+    "DataError",
+    "ExportError",
+    "ExportValidationError",
+    "QuantizationError",
+    "EvaluationError",
+    "ArtifactError",
+    "OutputExistsError",
+    "RegistryError",
+]
+
+
+class QuantkitError(Exception):
+    """Base class of every error quantkit raises on purpose."""
+
+    exit_code: int = 1
+    #: Short title the CLI prints before the message.
+    title: str = "quantkit failed"
+    #: Optional hint printed after the message.
+    hint: str | None = None
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        if hint is not None:
+            self.hint = hint
+
+
+class SpecIssue(tuple):
+    """One problem found in a spec: (file, key path, message)."""
+
+    __slots__ = ()
+
+    def __new__(cls, file: str | None, path: str, message: str) -> "SpecIssue":
+        return super().__new__(cls, (file, path, message))
+
+    @property
+    def file(self) -> str | None:
+        return self[0]
+
+    @property
+    def path(self) -> str:
+        return self[1]
+
+    @property
+    def message(self) -> str:
+        return self[2]
+
+    def __str__(self) -> str:
+        where = f"{self.file}: " if self.file else ""
+        key = f"{self.path}: " if self.path else ""
+        return f"{where}{key}{self.message}"
+
+
+class SpecError(QuantkitError, ValueError):
+    """The YAML spec is malformed: names the file, the key path and what was expected."""
+
+    exit_code = 2
+    title = "invalid spec"
+
+    def __init__(self, issues: Sequence[SpecIssue] | str, *, hint: str | None = None) -> None:
+        if isinstance(issues, str):
+            issues = [SpecIssue(None, "", issues)]
+        self.issues: list[SpecIssue] = list(issues)
+        super().__init__("\n".join(str(i) for i in self.issues), hint=hint)
+
+
+class ModelLoadError(QuantkitError, OSError):
+    """The model (or its tokenizer/config) could not be loaded."""
+
+    exit_code = 2
+    title = "cannot load model"
+
+
+class DataError(QuantkitError, ValueError):
+    """A dataset is missing, unreadable, or does not match what the spec says."""
+
+    exit_code = 2
+    title = "invalid data"
+
+
+class ExportError(QuantkitError, RuntimeError):
+    """Exporting the model to ONNX failed."""
+
+    title = "ONNX export failed"
+
+
+class ExportValidationError(ExportError):
+    """The exported ONNX model does not reproduce the PyTorch outputs within tolerance."""
+
+    title = "ONNX export does not match PyTorch"
+
+    def __init__(self, message: str, *, max_abs_diff: float, atol: float, hint: str | None = None) -> None:
+        self.max_abs_diff = max_abs_diff
+        self.atol = atol
+        super().__init__(message, hint=hint)
+
+
+class QuantizationError(QuantkitError, RuntimeError):
+    """A quantization backend failed."""
+
+    title = "quantization failed"
+
+
+class EvaluationError(QuantkitError, RuntimeError):
+    """Evaluating a model failed."""
+
+    title = "evaluation failed"
+
+
+class ArtifactError(QuantkitError, OSError):
+    """Writing the artifact folder failed."""
+
+    title = "cannot write artifacts"
+
+
+class OutputExistsError(ArtifactError, FileExistsError):
+    """The output folder already exists and overwrite was not requested."""
+
+    exit_code = 2
+    title = "output folder exists"
+
+
+class RegistryError(QuantkitError, KeyError):
+    """An unknown name was asked of a registry (backend, metric, ...)."""
+
+    exit_code = 2
+    title = "unknown name"
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""

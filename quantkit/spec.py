@@ -1,0 +1,476 @@
+"""The quantkit spec: one YAML file describing model, export, quantization, data,
+evaluation and output, validated by pydantic v2 models.
+
+Load one with :func:`load_spec`. Every validation problem is reported together,
+each as ``file: key.path: what was expected``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import SpecError, SpecIssue
+
+__all__ = [
+    "SPEC_VERSION",
+    "ModelSpec",
+    "ExportSpec",
+    "CalibrationSpec",
+    "QuantizationConfig",
+    "DatasetSpec",
+    "DataSpec",
+    "LatencySpec",
+    "EvaluationSpec",
+    "OutputSpec",
+    "QuantizationSpec",
+    "load_spec",
+    "parse_spec",
+    "spec_json_schema",
+    "METRICS_HIGHER_IS_BETTER",
+]
+
+SPEC_VERSION = 1
+
+DATA_FILE_FORMATS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
+
+#: Metric name → whether a higher value is better. All shipped metrics are.
+METRICS_HIGHER_IS_BETTER: dict[str, bool] = {
+    "accuracy": True,
+    "f1": True,
+    "precision": True,
+    "recall": True,
+    "matthews_correlation": True,
+    "pearson": True,
+    "spearman": True,
+    "agreement": True,
+}
+MetricName = Literal[
+    "accuracy", "f1", "precision", "recall", "matthews_correlation", "pearson", "spearman", "agreement"
+]
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+def _looks_local(value: str) -> bool:
+    return (
+        value.startswith((".", "/", "~"))
+        or Path(value).suffix.lower() in DATA_FILE_FORMATS
+        or "\\" in value
+    )
+
+
+# --------------------------------------------------------------------------- model
+class ModelSpec(_Spec):
+    name_or_path: str | None = Field(
+        None,
+        description="Hugging Face Hub model id or local folder. May be given with `--model` instead.",
+    )
+    task: str | None = Field(
+        None, description="Task (e.g. text-classification). Inferred from the model when omitted."
+    )
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit) to load.")
+    trust_remote_code: bool = Field(
+        False, description="Allow executing code shipped with the model. Off unless you trust the repo."
+    )
+
+
+# --------------------------------------------------------------------------- export
+class ExportSpec(_Spec):
+    opset: int = Field(18, ge=13, le=21, description="ONNX opset to export with.")
+    dynamic_axes: list[Literal["batch", "sequence"]] = Field(
+        default_factory=lambda: ["batch", "sequence"],
+        description="Input axes left symbolic in the ONNX graph. Axes not listed are fixed to "
+        "`static_batch_size` / `static_sequence_length`.",
+    )
+    static_batch_size: int = Field(1, ge=1, description="Batch size when `batch` is not a dynamic axis.")
+    static_sequence_length: int = Field(
+        128, ge=1, description="Sequence length when `sequence` is not a dynamic axis."
+    )
+    validate_outputs: bool = Field(True, description="Check ONNX outputs against PyTorch after export.")
+    atol: float = Field(1e-4, gt=0, description="Max absolute difference allowed by the export check.")
+
+    @field_validator("dynamic_axes")
+    @classmethod
+    def _unique_axes(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("axes must not repeat")
+        return v
+
+
+# --------------------------------------------------------------------------- quantization
+class CalibrationSpec(_Spec):
+    method: Literal["minmax", "entropy", "percentile"] = Field(
+        "minmax", description="How activation ranges are computed from calibration data."
+    )
+    num_samples: int = Field(128, ge=1, description="Calibration examples to run through the model.")
+    batch_size: int = Field(8, ge=1, description="Examples per calibration batch.")
+    percentile: float = Field(
+        99.999, gt=50, le=100, description="Percentile kept by `method: percentile`."
+    )
+    num_bins: int = Field(
+        2048, ge=128, le=16384, description="Histogram bins for entropy/percentile calibration."
+    )
+    moving_average: bool = Field(
+        False, description="MinMax only: smooth ranges with a moving average over batches."
+    )
+
+
+class QuantizationConfig(_Spec):
+    backend: str = Field("onnxruntime", description="Quantization backend (see `quantkit backends`).")
+    approach: Literal["dynamic", "static"] = Field(
+        "dynamic", description="dynamic: activations quantized at run time; static: ranges from calibration."
+    )
+    format: Literal["qdq", "qoperator"] | None = Field(
+        None,
+        description="Static only (default qdq). qdq: QuantizeLinear/DequantizeLinear pairs; qoperator: QLinear* "
+        "ops. Dynamic quantization always yields integer operators (MatMulInteger).",
+    )
+    weight_type: Literal["int8", "uint8"] = Field("int8", description="Data type of quantized weights.")
+    activation_type: Literal["int8", "uint8"] = Field(
+        "uint8", description="Data type of quantized activations (dynamic: always uint8)."
+    )
+    symmetric_weights: bool = Field(True, description="Symmetric (zero-point 0) weight quantization.")
+    symmetric_activations: bool | None = Field(
+        None, description="Static only (default false): symmetric activation ranges."
+    )
+    per_channel: bool = Field(True, description="One scale per output channel of each weight.")
+    reduce_range: bool = Field(
+        False,
+        description="Quantize weights to 7 bits; avoids u8s8 saturation on CPUs without VNNI.",
+    )
+    op_types: list[str] = Field(
+        default_factory=lambda: ["MatMul"],
+        min_length=1,
+        description="ONNX operator types to quantize.",
+    )
+    weights_only_matmul: bool = Field(
+        False,
+        description="Only quantize MatMuls whose second input is a constant weight "
+        "(leaves activation x activation attention products in FP32).",
+    )
+    nodes_to_exclude: list[str] = Field(
+        default_factory=list, description="ONNX node names kept in FP32."
+    )
+    calibration: CalibrationSpec = Field(
+        default_factory=CalibrationSpec, description="Static only: calibration settings."
+    )
+
+    @model_validator(mode="after")
+    def _check_approach(self) -> "QuantizationConfig":
+        if self.approach == "dynamic":
+            if self.format is not None:
+                raise ValueError(
+                    "format: only for approach: static; dynamic quantization always produces integer "
+                    "operators (MatMulInteger)"
+                )
+            if self.activation_type != "uint8":
+                raise ValueError(
+                    "activation_type: dynamic quantization computes uint8 activations at run time; "
+                    "int8 activations need approach: static"
+                )
+            if self.symmetric_activations is not None:
+                raise ValueError("symmetric_activations: only for approach: static (ranges come from calibration)")
+        if len(set(self.op_types)) != len(self.op_types):
+            raise ValueError("op_types: operator types must not repeat")
+        return self
+
+    @property
+    def quant_format(self) -> str:
+        """The effective static format (qdq unless qoperator was asked for)."""
+        return self.format or "qdq"
+
+    @property
+    def activation_symmetric(self) -> bool:
+        return bool(self.symmetric_activations)
+
+
+# --------------------------------------------------------------------------- data
+class DatasetSpec(_Spec):
+    path: str = Field(
+        description="A local .json/.jsonl/.csv/.parquet file (relative to the spec file) or a Hub dataset id."
+    )
+    name: str | None = Field(None, description="Hub dataset configuration (e.g. `sst2` of `glue`).")
+    split: str = Field("train", description="Split to read (local files have a single `train` split).")
+    revision: str | None = Field(None, description="Hub dataset revision.")
+    text_columns: list[str] = Field(
+        default_factory=lambda: ["text"],
+        min_length=1,
+        max_length=2,
+        description="One column, or two for sentence pairs.",
+    )
+    label_column: str | None = Field("label", description="Label column; null when there are no labels.")
+    limit: int | None = Field(None, ge=1, description="Use at most this many rows.")
+    shuffle: bool = Field(False, description="Shuffle (seeded) before applying `limit`.")
+    seed: int = Field(0, description="Seed for `shuffle`.")
+
+    @field_validator("text_columns", mode="before")
+    @classmethod
+    def _one_column(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+    @property
+    def is_local(self) -> bool:
+        return _looks_local(self.path)
+
+    @property
+    def file_format(self) -> str | None:
+        return DATA_FILE_FORMATS.get(Path(self.path).suffix.lower())
+
+
+class DataSpec(_Spec):
+    calibration: DatasetSpec | None = Field(
+        None, description="Data for static calibration (use training data, not evaluation data)."
+    )
+    evaluation: DatasetSpec = Field(description="Data the FP32 and quantized models are scored on.")
+    max_length: int = Field(128, ge=1, le=8192, description="Tokens per example after truncation.")
+    padding: Literal["max_length", "longest"] = Field(
+        "max_length", description="Pad every batch to max_length, or to its longest example."
+    )
+
+
+# --------------------------------------------------------------------------- evaluation
+class LatencySpec(_Spec):
+    batch_size: int = Field(8, ge=1, description="Batch size of the latency measurement.")
+    sequence_length: int | None = Field(
+        None, ge=1, description="Sequence length of the latency measurement (default: data.max_length)."
+    )
+    warmup: int = Field(5, ge=0, description="Untimed runs before measuring.")
+    repeats: int = Field(30, ge=3, description="Timed runs.")
+    threads: int | None = Field(
+        None, ge=1, description="ONNX Runtime intra-op threads (default: physical cores)."
+    )
+
+
+class EvaluationSpec(_Spec):
+    metric: MetricName = Field(
+        "accuracy",
+        description="Metric on the evaluation data. `agreement` = match with FP32 predictions (needs no labels).",
+    )
+    average: Literal["binary", "macro", "micro", "weighted"] = Field(
+        "binary", description="Averaging for f1/precision/recall with more than two classes."
+    )
+    batch_size: int = Field(32, ge=1, description="Examples per evaluation batch.")
+    latency: LatencySpec = Field(default_factory=LatencySpec)
+
+    @property
+    def higher_is_better(self) -> bool:
+        return METRICS_HIGHER_IS_BETTER[self.metric]
+
+
+# --------------------------------------------------------------------------- output
+class OutputSpec(_Spec):
+    dir: str | None = Field(None, description="Artifact folder (relative to the spec file). `--output` overrides.")
+    overwrite: bool = Field(False, description="Replace an existing artifact folder.")
+
+
+# --------------------------------------------------------------------------- whole file
+class QuantizationSpec(_Spec):
+    spec_version: Literal[1] = Field(description="Version of this spec format; currently 1.")
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    export: ExportSpec = Field(default_factory=ExportSpec)
+    quantization: QuantizationConfig = Field(default_factory=QuantizationConfig)
+    data: DataSpec
+    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
+    output: OutputSpec = Field(default_factory=OutputSpec)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> "QuantizationSpec":
+        if self.quantization.approach == "static" and self.data.calibration is None:
+            raise _KeyedError(
+                "data.calibration",
+                "required when quantization.approach is static (a dataset to compute activation ranges)",
+            )
+        if self.evaluation.metric != "agreement" and self.data.evaluation.label_column is None:
+            raise _KeyedError(
+                "data.evaluation.label_column",
+                f"metric {self.evaluation.metric!r} needs labels; set a label column or use metric: agreement",
+            )
+        lat = self.evaluation.latency
+        if lat.sequence_length is not None and lat.sequence_length > self.data.max_length:
+            raise _KeyedError(
+                "evaluation.latency.sequence_length",
+                f"{lat.sequence_length} exceeds data.max_length {self.data.max_length}",
+            )
+        if "sequence" not in self.export.dynamic_axes and self.data.padding != "max_length":
+            raise _KeyedError(
+                "data.padding",
+                "must be max_length when the sequence axis is not dynamic (export.dynamic_axes)",
+            )
+        if "sequence" not in self.export.dynamic_axes and self.data.max_length != self.export.static_sequence_length:
+            raise _KeyedError(
+                "export.static_sequence_length",
+                f"must equal data.max_length ({self.data.max_length}) when the sequence axis is fixed",
+            )
+        return self
+
+    def with_overrides(self, **changes: Any) -> "QuantizationSpec":
+        """Return a copy with dotted-key overrides, e.g. ``{"model.name_or_path": "x"}``, re-validated."""
+        data = self.model_dump(mode="json", exclude_unset=False)
+        for dotted, value in changes.items():
+            node = data
+            *parents, leaf = dotted.split(".")
+            for key in parents:
+                node = node.setdefault(key, {})
+            node[leaf] = value
+        return parse_spec(data)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+class _KeyedError(ValueError):
+    """A cross-field error that knows its key path (pydantic would report it at the root)."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path}: {message}")
+        self.path = path
+        self.message = message
+
+
+# --------------------------------------------------------------------------- loading
+def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
+    """Field names allowed at the parent of ``loc`` (for 'unknown key' messages)."""
+    model: type[BaseModel] | None = QuantizationSpec
+    for part in loc[:-1]:
+        if model is None or not isinstance(part, str) or part not in model.model_fields:
+            return []
+        ann = model.model_fields[part].annotation
+        candidates = [ann, *getattr(ann, "__args__", ())]
+        model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+    return list(model.model_fields) if model is not None else []
+
+
+def _format_error(err: dict[str, Any]) -> tuple[str, str]:
+    loc = tuple(err["loc"])
+    kind = err["type"]
+    value = err.get("input")
+    ctx = err.get("ctx") or {}
+    path = ".".join(str(p) for p in loc)
+    if kind == "literal_error":
+        expected = str(ctx.get("expected", "")).replace("'", "").replace(" or ", ", ")
+        return path, f"{value!r} is not one of {expected}"
+    if kind == "extra_forbidden":
+        allowed = _allowed_keys(loc)
+        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        return path, f"unknown key{hint} (allowed: {', '.join(allowed)})"
+    if kind == "missing":
+        return path, "required key is missing"
+    if kind == "value_error":
+        exc = ctx.get("error")
+        if isinstance(exc, _KeyedError):
+            return exc.path, exc.message
+        msg = str(exc) if exc is not None else err["msg"]
+        # "field: message" from a model validator → attach the field to the path
+        head, sep, rest = msg.partition(": ")
+        if sep and " " not in head and head.isidentifier():
+            return (f"{path}.{head}" if path else head), rest
+        return path, msg
+    type_names = {
+        "int_parsing": "an integer",
+        "int_type": "an integer",
+        "int_from_float": "a whole number",
+        "float_parsing": "a number",
+        "float_type": "a number",
+        "bool_parsing": "true or false",
+        "bool_type": "true or false",
+        "string_type": "a string",
+        "list_type": "a list",
+        "model_type": "a mapping",
+        "model_attributes_type": "a mapping",
+        "dict_type": "a mapping",
+    }
+    if kind in type_names:
+        return path, f"expected {type_names[kind]}, got {value!r}"
+    return path, err["msg"][0].lower() + err["msg"][1:]
+
+
+def _issues_from_validation(exc: ValidationError, file: str | None) -> list[SpecIssue]:
+    return [SpecIssue(file, *_format_error(e)) for e in exc.errors(include_url=False)]
+
+
+def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
+    """Resolve relative local paths in-place against the spec file's folder."""
+
+    def fix(value: Any, must_look_local: bool) -> Any:
+        if not isinstance(value, str) or not value:
+            return value
+        p = Path(value).expanduser()
+        if p.is_absolute():
+            return str(p)
+        if (not must_look_local) or _looks_local(value) or (base / value).exists():
+            return str((base / p).resolve())
+        return value
+
+    model = raw.get("model")
+    if isinstance(model, dict) and isinstance(model.get("name_or_path"), str):
+        v = model["name_or_path"]
+        if v.startswith((".", "/", "~")) or (base / v).exists():
+            model["name_or_path"] = fix(v, False)
+    data = raw.get("data")
+    if isinstance(data, dict):
+        for key in ("calibration", "evaluation"):
+            ds = data.get(key)
+            if isinstance(ds, dict) and "path" in ds:
+                ds["path"] = fix(ds["path"], True)
+    out = raw.get("output")
+    if isinstance(out, dict) and isinstance(out.get("dir"), str):
+        out["dir"] = fix(out["dir"], False)
+
+
+def parse_spec(raw: Any, *, file: str | None = None) -> QuantizationSpec:
+    """Validate an already-parsed mapping; raises :class:`SpecError` listing every problem."""
+    if not isinstance(raw, dict):
+        raise SpecError([SpecIssue(file, "", f"expected a mapping at the top level, got {type(raw).__name__}")])
+    if "spec_version" in raw and raw["spec_version"] != SPEC_VERSION:
+        raise SpecError(
+            [SpecIssue(file, "spec_version", f"{raw['spec_version']!r} is not supported (this quantkit reads {SPEC_VERSION})")]
+        )
+    try:
+        return QuantizationSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise SpecError(_issues_from_validation(exc, file)) from None
+
+
+def load_spec(path: str | Path) -> QuantizationSpec:
+    """Read and validate a YAML spec; relative paths resolve against the spec's folder."""
+    path = Path(path)
+    name = path.name
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError([SpecIssue(str(path), "", "file not found")]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError([SpecIssue(str(path), "", f"cannot read: {exc}")]) from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise SpecError([SpecIssue(name, "", f"invalid YAML: {where}{problem}")]) from None
+    if raw is None:
+        raise SpecError([SpecIssue(name, "", "the file is empty")])
+    if isinstance(raw, dict):
+        _resolve_paths(raw, path.resolve().parent)
+    return parse_spec(raw, file=name)
+
+
+def spec_json_schema() -> dict[str, Any]:
+    """The published JSON schema of the spec file."""
+    schema = QuantizationSpec.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "quantkit spec"
+    return schema
+
+
+def spec_json_schema_text() -> str:
+    return json.dumps(spec_json_schema(), indent=2, sort_keys=True) + "\n"
