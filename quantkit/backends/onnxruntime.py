@@ -123,7 +123,10 @@ def calibrate(
     input_names, _ = onnx_io(model_path)
     options: dict[str, Any] = {"symmetric": config.activation_symmetric}
     if cal.method == "minmax":
-        options.update(moving_average=cal.moving_average, max_intermediate_outputs=_CHUNK_BATCHES)
+        # Not ``max_intermediate_outputs``: in ORT 1.31 MinMaxCalibrater drops (clears without
+        # computing) the batches collected when that limit is hit. The ranged reads below bound
+        # memory instead: each collect_data call folds its few batches into the running range.
+        options.update(moving_average=cal.moving_average)
     else:
         options.update(num_bins=cal.num_bins)
         if cal.method == "percentile":
