@@ -57,15 +57,15 @@ def _fail(exc: BaseException) -> NoReturn:
         raise exc
     if isinstance(exc, QuantkitError):
         err.print(f"[bold red]error:[/] {exc.title}", highlight=False)
-        err.print(str(exc), markup=False, highlight=False)
+        err.print(str(exc), markup=False, highlight=False, soft_wrap=True)
         if exc.hint:
-            err.print(f"hint: {exc.hint}", markup=False, highlight=False, style="yellow")
+            err.print(f"hint: {exc.hint}", markup=False, highlight=False, style="yellow", soft_wrap=True)
         raise typer.Exit(exc.exit_code)
     if isinstance(exc, KeyboardInterrupt):
         err.print("interrupted")
         raise typer.Exit(130)
     err.print(f"[bold red]error:[/] unexpected {type(exc).__name__}", highlight=False)
-    err.print(str(exc) or repr(exc), markup=False, highlight=False)
+    err.print(str(exc) or repr(exc), markup=False, highlight=False, soft_wrap=True)
     err.print("hint: rerun with --debug for the traceback, and report it if it looks like a bug", style="yellow")
     raise typer.Exit(1)
 

@@ -1,0 +1,72 @@
+"""End to end on the reference model (../shared/models/minilm-spam) and its real validation data.
+
+Acceptance of the foundation: FP32 ONNX matches PyTorch's accuracy, dynamic and static int8
+each keep accuracy >= 0.945, the quantized file is <= 0.30 of FP32, the graphs are really
+quantized, and the folder loads in Optimum. Speed ratios are measured by bench/, not here.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import REFERENCE_MODEL, REPO, SPAM_DATA
+from typer.testing import CliRunner
+
+from quantkit.cli import app
+from quantkit.graph import graph_summary
+
+pytestmark = pytest.mark.integration
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def torch_accuracy() -> float:
+    """PyTorch FP32 accuracy on validation.jsonl at max_length 128."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    rows = [json.loads(line) for line in open(SPAM_DATA / "validation.jsonl", encoding="utf-8")]
+    tok = AutoTokenizer.from_pretrained(REFERENCE_MODEL)
+    model = AutoModelForSequenceClassification.from_pretrained(REFERENCE_MODEL).eval()
+    preds = []
+    with torch.inference_mode():
+        for i in range(0, len(rows), 64):
+            enc = tok([r["text"] for r in rows[i : i + 64]], truncation=True, max_length=128,
+                      padding="max_length", return_tensors="pt")
+            preds.append(model(**enc).logits.argmax(-1).numpy())
+    return float(np.mean(np.concatenate(preds) == np.array([r["label"] for r in rows])))
+
+
+def _run(recipe: str, out) -> dict:
+    result = runner.invoke(app, ["quantize", "--model", str(REFERENCE_MODEL), "--config",
+                                 str(REPO / "recipes" / recipe), "--output", str(out), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    return json.loads((out / "quantkit_report.json").read_text())
+
+
+@pytest.mark.parametrize("recipe", ["minilm-spam-dynamic.yaml", "minilm-spam-static.yaml"])
+def test_reference_recipe(recipe, tmp_path, torch_accuracy):
+    out = tmp_path / "out"
+    report = _run(recipe, out)
+    assert report["evaluation"]["examples"] == 591
+    assert abs(report["fp32"]["value"] - torch_accuracy) <= 0.002
+    assert report["quantized"]["value"] >= 0.945
+    assert report["result"]["size_ratio"] <= 0.30
+    graph = graph_summary(out / "model.onnx")
+    if "dynamic" in recipe:
+        assert graph["ops"]["MatMulInteger"] >= 36  # 6 per layer x 6 layers
+        assert graph["ops"].get("MatMul", 0) == 0
+    else:
+        assert graph["ops"]["QuantizeLinear"] >= 36 and graph["ops"]["DequantizeLinear"] >= 36
+        assert graph["initializer_types"]["INT8"] >= 37  # weights + embedding table
+    assert report["quantized"]["latency"]["p50_ms"] > 0 and report["fp32"]["latency"]["p50_ms"] > 0
+
+    from optimum.onnxruntime import ORTModelForSequenceClassification
+    from transformers import AutoTokenizer, pipeline
+
+    clf = pipeline("text-classification", model=ORTModelForSequenceClassification.from_pretrained(out),
+                   tokenizer=AutoTokenizer.from_pretrained(out))
+    preds = clf(["WIN a FREE prize now!!! click here to claim your cash", "Hi team, the meeting moved to 3pm."])
+    assert [p["label"] for p in preds] == ["spam", "ham"]

@@ -1,0 +1,168 @@
+"""End to end on the tiny model: Quantizer API, artifact folder in Optimum/pipeline, and the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from conftest import write_spec
+from typer.testing import CliRunner
+
+from quantkit import QuantizationResult, Quantizer, __version__
+from quantkit.cli import app
+from quantkit.graph import op_counts
+
+
+@pytest.fixture(scope="module")
+def tiny_result(tiny_model_dir, tiny_data_dir, tmp_path_factory) -> QuantizationResult:
+    root = tmp_path_factory.mktemp("pipeline")
+    spec = write_spec(root / "spec.yaml", f"""
+spec_version: 1
+quantization:
+  approach: static
+  op_types: [MatMul, Gather]
+  calibration: {{num_samples: 32, batch_size: 8}}
+data:
+  calibration: {{path: {tiny_data_dir / 'train.jsonl'}}}
+  evaluation: {{path: {tiny_data_dir / 'validation.jsonl'}}}
+  max_length: 32
+evaluation:
+  metric: agreement
+  latency: {{batch_size: 2, sequence_length: 16, warmup: 1, repeats: 3}}
+output:
+  dir: artifacts
+""")
+    return Quantizer.from_pretrained(tiny_model_dir).quantize(spec, progress=False)
+
+
+def test_result_and_folder(tiny_result):
+    out = tiny_result.output_dir
+    assert out.name == "artifacts"  # output.dir resolved against the spec's folder
+    names = {p.name for p in out.iterdir()}
+    assert {"model.onnx", "config.json", "tokenizer.json", "vocab.txt", "ort_config.json",
+            "quantkit_report.json", "quantkit_spec.yaml"} <= names
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]
+    ops = op_counts(out / "model.onnx")
+    assert ops["QuantizeLinear"] > 0 and ops["DequantizeLinear"] > 0
+    assert tiny_result.fp32.value == 1.0  # agreement of FP32 with itself
+    assert 0.8 <= tiny_result.quantized.value <= 1.0
+    assert tiny_result.size_ratio < 1.0
+    assert tiny_result.latency_ratio is not None and tiny_result.latency_ratio > 0
+
+
+def test_report_contents(tiny_result):
+    report = json.loads((tiny_result.output_dir / "quantkit_report.json").read_text())
+    assert report["model"]["task"] == "text-classification"
+    assert report["quantization"]["config"]["approach"] == "static"
+    assert report["quantization"]["graph"]["quantized_weights"] > 0
+    assert report["fp32"]["metric"] == "agreement" and report["quantized"]["value"] == tiny_result.quantized.value
+    assert report["quantized"]["latency"]["p50_ms"] > 0
+    assert report["environment"]["packages"]["onnxruntime"] == ort.__version__
+    assert report["environment"]["cpu"]["logical_cores"] >= 1
+    assert {"data_s", "export_s", "quantize_s", "evaluate_s", "total_s"} <= set(report["timings"])
+    ort_config = json.loads((tiny_result.output_dir / "ort_config.json").read_text())
+    assert ort_config["quantization"]["is_static"] is True
+    assert ort_config["quantization"]["per_channel"] is True
+
+
+def test_folder_loads_in_optimum_and_pipeline(tiny_result, tiny_data_dir):
+    from optimum.onnxruntime import ORTModelForSequenceClassification
+    from transformers import AutoTokenizer, pipeline
+
+    out = tiny_result.output_dir
+    model = ORTModelForSequenceClassification.from_pretrained(out)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    texts = ["free money offer click now", "meeting tomorrow about the project report"]
+    enc = tokenizer(texts, padding=True, return_tensors="np")
+    logits = model(**{k: v for k, v in enc.items()}).logits
+    sess = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    (direct,) = sess.run(None, {k: v.astype(np.int64) for k, v in enc.items()})
+    np.testing.assert_allclose(np.asarray(logits), direct, atol=1e-6, rtol=0)
+    clf = pipeline("text-classification", model=model, tokenizer=tokenizer)
+    preds = clf(texts)
+    assert [p["label"] for p in preds] == [model.config.id2label[int(i)] for i in direct.argmax(-1)]
+
+
+runner = CliRunner()
+
+
+def test_cli_version():
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and __version__ in result.output
+
+
+def test_cli_schema_is_json():
+    result = runner.invoke(app, ["schema"])
+    assert result.exit_code == 0
+    assert json.loads(result.output)["properties"]["spec_version"]["const"] == 1
+
+
+def test_cli_bad_spec_exit_2_with_key_path(tmp_path):
+    spec = write_spec(tmp_path / "int8.yaml", """
+spec_version: 1
+quantization:
+  approach: static
+  calibration: {method: entopy}
+data:
+  evaluation: {path: val.jsonl}
+""")
+    result = runner.invoke(app, ["quantize", "--config", str(spec), "--model", "x"])
+    assert result.exit_code == 2
+    assert "int8.yaml: quantization.calibration.method: 'entopy' is not one of minmax, entropy, percentile" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_cli_missing_model_exit_2(tmp_path, tiny_data_dir):
+    spec = write_spec(tmp_path / "s.yaml", f"spec_version: 1\ndata:\n  evaluation: {{path: {tiny_data_dir / 'validation.jsonl'}}}\n")
+    result = runner.invoke(app, ["quantize", "--config", str(spec), "--model", str(tmp_path / "no-model"),
+                                 "--output", str(tmp_path / "o")])
+    assert result.exit_code == 2
+    assert "cannot load model" in result.output and "no-model" in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_cli_missing_data_exit_2(tmp_path, tiny_model_dir):
+    spec = write_spec(tmp_path / "s.yaml", "spec_version: 1\ndata:\n  evaluation: {path: missing.jsonl}\n")
+    result = runner.invoke(app, ["quantize", "--config", str(spec), "--model", str(tiny_model_dir),
+                                 "--output", str(tmp_path / "o")])
+    assert result.exit_code == 2
+    assert "data.evaluation.path: file not found" in result.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_cli_existing_output_exit_2(tmp_path, tiny_model_dir, tiny_spec_text):
+    spec = write_spec(tmp_path / "s.yaml", tiny_spec_text)
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / "keep").write_text("x")
+    result = runner.invoke(app, ["quantize", "--config", str(spec), "--output", str(tmp_path / "o")])
+    assert result.exit_code == 2
+    assert "already exists" in result.output and "--overwrite" in result.output
+    assert [p.name for p in (tmp_path / "o").iterdir()] == ["keep"]
+
+
+def test_cli_runtime_failure_exit_1(tmp_path, tiny_model_dir, tiny_data_dir):
+    spec = write_spec(tmp_path / "s.yaml", f"""
+spec_version: 1
+quantization: {{op_types: [Conv]}}
+data:
+  evaluation: {{path: {tiny_data_dir / 'validation.jsonl'}}}
+  max_length: 16
+""")
+    result = runner.invoke(app, ["quantize", "--config", str(spec), "--model", str(tiny_model_dir),
+                                 "--output", str(tmp_path / "o")])
+    assert result.exit_code == 1
+    assert "quantized nothing" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_cli_quantize_success_prints_table(tmp_path, tiny_model_dir, tiny_spec_text):
+    spec = write_spec(tmp_path / "s.yaml", tiny_spec_text.replace("approach: static", "approach: dynamic")
+                      .replace("  calibration: {method: minmax, num_samples: 32, batch_size: 8}\n", ""))
+    result = runner.invoke(app, ["quantize", "--config", str(spec), "--model", str(tiny_model_dir),
+                                 "--output", str(tmp_path / "o"), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "accuracy" in result.output and "size MB" in result.output and "p50 latency" in result.output
+    assert "MatMulInteger" in op_counts(tmp_path / "o" / "model.onnx")
