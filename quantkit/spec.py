@@ -28,6 +28,9 @@ __all__ = [
     "LatencySpec",
     "EvaluationSpec",
     "OutputSpec",
+    "ToleranceSpec",
+    "FallbackSpec",
+    "TuningSpec",
     "QuantizationSpec",
     "load_spec",
     "parse_spec",
@@ -271,6 +274,78 @@ class OutputSpec(_Spec):
     overwrite: bool = Field(False, description="Replace an existing artifact folder.")
 
 
+# --------------------------------------------------------------------------- tuning
+#: Quantization fields a tuning space may vary (``calibration.*`` for the nested ones).
+def _searchable_fields() -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        name: f.annotation for name, f in QuantizationConfig.model_fields.items() if name != "calibration"
+    }
+    fields.update({f"calibration.{name}": f.annotation for name, f in CalibrationSpec.model_fields.items()})
+    return fields
+
+
+class ToleranceSpec(_Spec):
+    type: Literal["relative", "absolute"] = Field(
+        "relative", description="relative: a fraction of the FP32 metric; absolute: metric units."
+    )
+    value: float = Field(0.01, ge=0, description="Largest accepted metric loss (0.01 = 1% when relative).")
+
+
+class FallbackSpec(_Spec):
+    max_nodes: int = Field(12, ge=1, description="Most nodes the fallback strategy may return to FP32.")
+    samples: int = Field(32, ge=1, description="Examples used to rank node sensitivity.")
+    candidates: int = Field(2, ge=1, description="Best failing candidates `fastest` hands to fallback.")
+
+
+class TuningSpec(_Spec):
+    strategy: Literal["basic", "fastest", "fallback"] = Field(
+        "fastest",
+        description="basic: stop at the first candidate within tolerance; fastest: search the whole budget and "
+        "keep the best by `objective`; fallback: return sensitive nodes to FP32 until within tolerance.",
+    )
+    objective: Literal["latency", "size", "accuracy"] = Field(
+        "latency", description="What `fastest` minimises (accuracy: maximises) among candidates within tolerance."
+    )
+    tolerance: ToleranceSpec = Field(default_factory=ToleranceSpec)
+    space: dict[str, list[Any]] = Field(
+        default_factory=dict,
+        description="Quantization fields to search, each with its candidate values, e.g. "
+        "{approach: [dynamic, static], calibration.method: [minmax, percentile]}. The `quantization` section is "
+        "the first candidate.",
+    )
+    max_trials: int = Field(20, ge=1, description="Most candidates to quantize and evaluate.")
+    timeout: float | None = Field(None, gt=0, description="Stop starting new trials after this many seconds.")
+    seed: int = Field(0, description="Seed for the order of equally ranked candidates.")
+    prune: bool = Field(
+        True, description="Skip a candidate early once it cannot win (slower than the best, or accuracy out of reach)."
+    )
+    latency: LatencySpec | None = Field(None, description="Latency measurement for trials (default: evaluation.latency).")
+    fallback: FallbackSpec = Field(default_factory=FallbackSpec)
+
+    @field_validator("space")
+    @classmethod
+    def _check_space(cls, space: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        from pydantic import TypeAdapter
+
+        allowed = _searchable_fields()
+        for key, values in space.items():
+            if key not in allowed:
+                close = difflib.get_close_matches(key, list(allowed), n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                raise _KeyedError(f"tuning.space.{key}", f"not a searchable quantization field; {hint}"
+                                  f"(searchable: {', '.join(allowed)})")
+            if not values:
+                raise _KeyedError(f"tuning.space.{key}", "needs at least one value")
+            adapter = TypeAdapter(allowed[key])
+            for i, value in enumerate(values):
+                try:
+                    adapter.validate_python(value)
+                except ValidationError as exc:
+                    msg = _format_error(exc.errors(include_url=False)[0])[1]
+                    raise _KeyedError(f"tuning.space.{key}.{i}", msg) from None
+        return space
+
+
 # --------------------------------------------------------------------------- whole file
 class QuantizationSpec(_Spec):
     spec_version: Literal[1] = Field(description="Version of this spec format; currently 1.")
@@ -280,10 +355,14 @@ class QuantizationSpec(_Spec):
     data: DataSpec
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     output: OutputSpec = Field(default_factory=OutputSpec)
+    tuning: TuningSpec | None = Field(
+        None, description="Accuracy-tolerance search; when present, `quantize` tunes."
+    )
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "QuantizationSpec":
-        if self.quantization.approach == "static" and self.data.calibration is None:
+        static_searched = self.tuning is not None and "static" in self.tuning.space.get("approach", [])
+        if (self.quantization.approach == "static" or static_searched) and self.data.calibration is None:
             raise _KeyedError(
                 "data.calibration",
                 "required when quantization.approach is static (a dataset to compute activation ranges)",

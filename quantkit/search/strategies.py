@@ -1,0 +1,350 @@
+"""Search strategies behind a registry, driving a :class:`TrialRunner` through a :class:`SearchContext`.
+
+- ``basic``: INC 2.x's loop: the spec's config first, then the space in order; stop at the first
+  candidate within tolerance (INC's ``TuningMonitor.need_stop`` decides).
+- ``fastest`` (default): spend the budget, keep the best candidate within tolerance by the
+  objective (latency measured on this CPU by default); prune a candidate as soon as it cannot
+  win; when none passes, run ``fallback`` from the closest candidates.
+- ``fallback``: rank the quantized nodes by sensitivity and greedily return the most sensitive
+  ones to FP32, keeping a step only when it reduces the loss (NNCF-style step back), until the
+  tolerance is met.
+
+Where INC's machinery is not enough: its monitor stops at the first passing config and ranks by
+accuracy only (no latency objective, no pruning), keeps no persistent history (no resume), and
+has no node fallback for ONNX since 3.x. quantkit keeps those parts itself and uses INC for the
+config expansion and the tolerance verdict of ``basic``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ..errors import QuantkitError
+from ..registry import Registry
+from ..spec import QuantizationConfig
+from .space import config_hash
+from .store import Trial, TrialStore
+from .tolerance import Tolerance
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "STRATEGIES",
+    "Measurement",
+    "PruneHint",
+    "TrialOutcome",
+    "TrialRunner",
+    "SearchContext",
+    "SearchOutcome",
+    "Strategy",
+    "run_search",
+]
+
+STRATEGIES: Registry[type["Strategy"]] = Registry("strategy")
+
+
+@dataclass
+class Measurement:
+    metric: float
+    latency_ms: float | None = None
+    size_bytes: int | None = None
+
+
+@dataclass
+class PruneHint:
+    """What a candidate must reach to still matter; the runner may stop early when it cannot."""
+
+    required_metric: float | None = None
+    higher_is_better: bool = True
+    max_latency_ms: float | None = None
+
+
+@dataclass
+class TrialOutcome:
+    status: str  # "ok" | "pruned"
+    metric: float | None
+    latency_ms: float | None
+    size_bytes: int | None
+    model_path: str | None = None
+    note: str | None = None
+
+
+class TrialRunner(Protocol):
+    """Quantizes and evaluates candidates (the real one: :mod:`quantkit.search.runner`)."""
+
+    def baseline(self) -> Measurement: ...
+
+    def run(self, config: QuantizationConfig, hint: PruneHint) -> TrialOutcome: ...
+
+    def sensitivity(self, config: QuantizationConfig) -> list[tuple[str, float]]: ...
+
+
+@dataclass
+class SearchOutcome:
+    baseline: Measurement
+    trials: list[Trial]
+    chosen: Trial | None
+    closest: Trial | None
+    reason: str
+    fallback_nodes: list[dict[str, Any]] = field(default_factory=list)
+
+
+class SearchContext:
+    """Budget, trial store, tolerance and objective shared by the strategies."""
+
+    def __init__(
+        self,
+        runner: TrialRunner,
+        tolerance: Tolerance,
+        store: TrialStore,
+        run_key: str,
+        *,
+        objective: str = "latency",
+        max_trials: int = 20,
+        timeout: float | None = None,
+        prune: bool = True,
+        on_trial: Callable[[Trial, "SearchContext"], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.runner = runner
+        self.tolerance = tolerance
+        self.store = store
+        self.run_key = run_key
+        self.objective = objective
+        self.max_trials = max_trials
+        self.prune = prune
+        self.on_trial = on_trial
+        self.clock = clock
+        self.deadline = clock() + timeout if timeout else None
+        self.trials: list[Trial] = []
+        self.fallback_nodes: list[dict[str, Any]] = []
+        cached = store.get_baseline(run_key)
+        if cached is None:
+            measured = runner.baseline()
+            cached = {"metric": measured.metric, "latency_ms": measured.latency_ms, "size_bytes": measured.size_bytes}
+            store.put_baseline(run_key, cached)
+        self.baseline = Measurement(**cached)
+
+    # ------------------------------------------------------------------ budget
+    def budget_left(self) -> bool:
+        if len(self.trials) >= self.max_trials:
+            return False
+        return self.deadline is None or self.clock() < self.deadline
+
+    def budget_reason(self) -> str:
+        if len(self.trials) >= self.max_trials:
+            return f"max_trials ({self.max_trials}) reached"
+        return "timeout reached"
+
+    # ------------------------------------------------------------------ ranking
+    def objective_key(self, trial: Trial) -> tuple[float, float]:
+        inf = float("inf")
+        metric = trial.metric if trial.metric is not None else -inf
+        better_metric = -metric if self.tolerance.higher_is_better else metric
+        if self.objective == "latency":
+            return (trial.latency_ms if trial.latency_ms is not None else inf, better_metric)
+        if self.objective == "size":
+            return (float(trial.size_bytes) if trial.size_bytes is not None else inf, better_metric)
+        return (better_metric, trial.latency_ms if trial.latency_ms is not None else inf)
+
+    def passing(self) -> list[Trial]:
+        return [t for t in self.trials if t.status == "ok" and t.passed]
+
+    def best(self) -> Trial | None:
+        passing = self.passing()
+        return min(passing, key=self.objective_key) if passing else None
+
+    def closest(self) -> Trial | None:
+        done = [t for t in self.trials if t.status == "ok" and t.loss is not None]
+        return min(done, key=lambda t: (t.loss, self.objective_key(t))) if done else None
+
+    def hint(self) -> PruneHint:
+        if not self.prune:
+            return PruneHint(higher_is_better=self.tolerance.higher_is_better)
+        best = self.best()
+        return PruneHint(
+            required_metric=self.tolerance.required(self.baseline.metric),
+            higher_is_better=self.tolerance.higher_is_better,
+            max_latency_ms=best.latency_ms if (best is not None and self.objective == "latency") else None,
+        )
+
+    # ------------------------------------------------------------------ trials
+    def evaluate(self, config: QuantizationConfig, origin: str, note: str | None = None) -> Trial | None:
+        """Run (or reuse from the store) one candidate; ``None`` when the budget is spent."""
+        h = config_hash(config)
+        for t in self.trials:
+            if t.config_hash == h:
+                return t
+        if not self.budget_left():
+            return None
+        trial = self.store.get(self.run_key, h)
+        if trial is None:
+            trial = self._run(config, h, origin, note)
+            self.store.put(self.run_key, trial)
+        else:
+            logger.info("trial %s reused from %s", h, self.store.path)
+        self.trials.append(trial)
+        if self.on_trial is not None:
+            self.on_trial(trial, self)
+        return trial
+
+    def _run(self, config: QuantizationConfig, h: str, origin: str, note: str | None) -> Trial:
+        idx = len(self.trials)
+        trial = Trial(idx=idx, origin=origin, config_hash=h, config=config.model_dump(mode="json"), status="ok",
+                      note=note)
+        start = time.perf_counter()
+        try:
+            out = self.runner.run(config, self.hint())
+        except QuantkitError as exc:
+            if exc.exit_code == 2:  # a user error (bad data, missing file): stop everything
+                raise
+            trial.status, trial.error = "failed", str(exc)
+        except Exception as exc:  # noqa: BLE001 - a failed trial is recorded and the search goes on
+            trial.status, trial.error = "failed", f"{type(exc).__name__}: {exc}"
+        else:
+            trial.status, trial.metric, trial.latency_ms = out.status, out.metric, out.latency_ms
+            trial.size_bytes, trial.model_path = out.size_bytes, out.model_path
+            trial.note = "; ".join(x for x in (note, out.note) if x) or None
+            if out.status == "ok" and out.metric is not None:
+                trial.loss = self.tolerance.loss(self.baseline.metric, out.metric)
+                trial.passed = self.tolerance.passes(self.baseline.metric, out.metric)
+        trial.duration_s = time.perf_counter() - start
+        if trial.status == "failed":
+            logger.warning("trial %d failed: %s", idx, trial.error)
+        return trial
+
+
+class Strategy(ABC):
+    """Template: :meth:`search` checks and reports, :meth:`_search` picks the trials."""
+
+    name: str = ""
+
+    def search(self, ctx: SearchContext, candidates: list[QuantizationConfig]) -> SearchOutcome:
+        if not candidates:
+            raise ValueError("the search space is empty")
+        chosen, reason = self._search(ctx, candidates)
+        closest = ctx.closest() if chosen is None else None
+        if chosen is None and not reason:
+            reason = "no candidate within tolerance"
+        return SearchOutcome(ctx.baseline, list(ctx.trials), chosen, closest, reason, list(ctx.fallback_nodes))
+
+    @abstractmethod
+    def _search(self, ctx: SearchContext, candidates: list[QuantizationConfig]) -> tuple[Trial | None, str]:
+        """Run trials through ``ctx``; return the chosen trial (or None) and why."""
+
+
+@STRATEGIES.register("basic")
+class BasicStrategy(Strategy):
+    """First candidate within tolerance, in space order (INC 2.x behaviour, INC's monitor decides)."""
+
+    name = "basic"
+
+    def _search(self, ctx: SearchContext, candidates: list[QuantizationConfig]) -> tuple[Trial | None, str]:
+        monitor = ctx.tolerance.monitor(max_trials=min(ctx.max_trials, len(candidates)))
+        monitor.set_baseline(ctx.baseline.metric)
+        for config in candidates:
+            trial = ctx.evaluate(config, "space")
+            if trial is None:
+                break
+            if trial.status == "ok" and trial.metric is not None:
+                if monitor.add(trial.idx, trial.metric, config) and trial.passed:
+                    return trial, f"first candidate within tolerance (trial {trial.idx}, basic strategy)"
+                if monitor.need_stop():
+                    break
+        return None, ""
+
+
+@STRATEGIES.register("fastest")
+class FastestStrategy(Strategy):
+    """Best candidate within tolerance by the objective over the whole budget; fallback when none passes."""
+
+    name = "fastest"
+
+    def _search(self, ctx: SearchContext, candidates: list[QuantizationConfig]) -> tuple[Trial | None, str]:
+        for config in candidates:
+            if ctx.evaluate(config, "space") is None:
+                break
+        best = ctx.best()
+        if best is None and ctx.budget_left():
+            closest = sorted(
+                (t for t in ctx.trials if t.status == "ok" and t.loss is not None),
+                key=lambda t: (t.loss, ctx.objective_key(t)),
+            )
+            fallback = FallbackStrategy()
+            for trial in closest[: self.fallback_candidates]:
+                found = fallback.fallback_from(ctx, QuantizationConfig.model_validate(trial.config))
+                if found is not None:
+                    break
+            best = ctx.best()
+        if best is None:
+            return None, ""
+        n = len(ctx.passing())
+        return best, f"lowest {ctx.objective} of {n} candidate(s) within tolerance (trial {best.idx}, fastest strategy)"
+
+    fallback_candidates = 2
+
+
+@STRATEGIES.register("fallback")
+class FallbackStrategy(Strategy):
+    """Greedy per-node FP32 fallback, most sensitive node first, with step back."""
+
+    name = "fallback"
+    max_nodes = 12
+
+    def _search(self, ctx: SearchContext, candidates: list[QuantizationConfig]) -> tuple[Trial | None, str]:
+        found = self.fallback_from(ctx, candidates[0])
+        if found is None:
+            return None, ""
+        return found, f"within tolerance after returning {len(ctx.fallback_nodes)} node(s) to FP32 (trial {found.idx})"
+
+    def fallback_from(self, ctx: SearchContext, config: QuantizationConfig) -> Trial | None:
+        current = ctx.evaluate(config, "fallback-start")
+        if current is None or current.status != "ok":
+            return None
+        if current.passed:
+            return current
+        try:
+            ranked = ctx.runner.sensitivity(config)
+        except QuantkitError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            logger.warning("sensitivity analysis failed: %s", exc)
+            return None
+        excluded = list(config.nodes_to_exclude)
+        accepted: list[dict[str, Any]] = []
+        for node, score in ranked[: self.max_nodes]:
+            if node in excluded:
+                continue
+            candidate = config.model_copy(update={"nodes_to_exclude": [*excluded, node]})
+            trial = ctx.evaluate(candidate, "fallback", note=f"{node} -> FP32 (sensitivity {score:.3g})")
+            if trial is None:
+                break
+            if trial.status == "ok" and trial.loss is not None and current.loss is not None and trial.loss < current.loss:
+                accepted.append({
+                    "node": node,
+                    "sensitivity": score,
+                    "metric_gain": (trial.metric or 0.0) - (current.metric or 0.0),
+                    "latency_cost_ms": (trial.latency_ms - current.latency_ms)
+                    if trial.latency_ms is not None and current.latency_ms is not None else None,
+                    "trial": trial.idx,
+                })
+                excluded.append(node)
+                config, current = candidate, trial
+                if current.passed:
+                    break
+            else:
+                logger.info("fallback of %s did not help; stepping back", node)
+        ctx.fallback_nodes = accepted
+        return current if current.passed else None
+
+
+def run_search(strategy: str, ctx: SearchContext, candidates: list[QuantizationConfig], **options: Any) -> SearchOutcome:
+    impl = STRATEGIES.get(strategy)()
+    for key, value in options.items():
+        setattr(impl, key, value)
+    return impl.search(ctx, candidates)
