@@ -56,7 +56,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "out" / "bench")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    console = Console()
+    console = Console(width=160)
     work = args.out
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)

@@ -23,6 +23,7 @@ from .errors import (
     QuantkitError,
     RegistryError,
     SpecError,
+    ToleranceNotMetError,
 )
 
 __version__ = "0.1.0"
@@ -53,6 +54,7 @@ __all__ = [
     "ArtifactError",
     "OutputExistsError",
     "RegistryError",
+    "ToleranceNotMetError",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover

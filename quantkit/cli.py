@@ -34,7 +34,7 @@ err = Console(stderr=True)
 _state: dict[str, Any] = {"debug": False}
 
 #: Third-party loggers that are chatty at INFO/WARNING about things users cannot act on.
-_NOISY = ("torchao", "torch", "transformers", "optimum", "onnxruntime", "root", "datasets", "evaluate", "urllib3")
+_NOISY = ("torchao", "torch", "neural_compressor", "transformers", "optimum", "onnxruntime", "root", "datasets", "evaluate", "urllib3")
 
 
 def _configure_logging(verbose: int, debug: bool) -> None:
@@ -88,31 +88,33 @@ def _main(
     _configure_logging(verbose, debug)
 
 
-@app.command()
-def quantize(
-    config: Annotated[Path, typer.Option("--config", "-c", help="The YAML spec.", dir_okay=False)],
-    model: Annotated[
-        str | None, typer.Option("--model", "-m", help="Hub model id or local folder (overrides model.name_or_path).")
-    ] = None,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Artifact folder (overrides output.dir).")] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing artifact folder.")] = False,
-    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bars.")] = True,
-) -> None:
-    """Export MODEL to ONNX, quantize it with the spec, evaluate FP32 vs quantized, and write the artifacts."""
-    try:
-        from .quantizer import Quantizer
-        from .spec import load_spec
+def _load(config: Path, model: str | None) -> Any:
+    from .spec import load_spec
 
-        spec = load_spec(config)
-        if model is not None:
-            local = Path(model).expanduser()
-            spec = spec.with_overrides(**{"model.name_or_path": str(local.resolve()) if local.exists() else model})
-        quantizer = Quantizer.from_spec(spec)
-        result = quantizer.quantize(
-            spec, output_dir=output, overwrite=True if overwrite else None, progress=progress and sys.stderr.isatty()
-        )
-    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - mapped to messages and exit codes
-        _fail(exc)
+    spec = load_spec(config)
+    if model is not None:
+        local = Path(model).expanduser()
+        spec = spec.with_overrides(**{"model.name_or_path": str(local.resolve()) if local.exists() else model})
+    return spec
+
+
+def _print_trial(trial: Any, ctx: Any) -> None:
+    from .search.report import describe_config
+
+    verdict = "[green]PASS[/]" if trial.passed else ("[yellow]pruned[/]" if trial.status == "pruned" else
+                                                     "[red]failed[/]" if trial.status == "failed" else "[red]fail[/]")
+    metric = f"{trial.metric:.4f}" if trial.metric is not None else "-"
+    latency = f"{trial.latency_ms:7.1f} ms" if trial.latency_ms is not None else "       -  "
+    cached = " (resumed)" if trial.cached else ""
+    out.print(
+        f"trial {trial.idx:>2} {trial.origin:<14} {metric:>7} {latency} {verdict:<20} "
+        f"{describe_config(trial.config)}{cached}",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+def _render(result: Any) -> None:
     table = Table(title=f"quantkit: {result.report['model']['name_or_path']}", title_justify="left")
     for col in ("", "FP32", "quantized", "change"):
         table.add_column(col, justify="right" if col else "left")
@@ -123,9 +125,83 @@ def quantize(
     out.print(
         f"{cfg['approach']} {cfg['weight_type']} weights via {result.report['quantization']['backend']}"
         f" · evaluated on {result.report['evaluation']['examples']} examples"
-        f" · {result.report['timings']['total_s']:.0f}s"
+        f" · {result.report['timings']['total_s']:.0f}s",
+        highlight=False,
     )
+    tuning = result.tuning
+    if tuning:
+        counts = tuning["counts"]
+        out.print(
+            f"tuning: {len(tuning['trials'])} trials ({counts['ok']} evaluated, {counts['pruned']} pruned, "
+            f"{counts['failed']} failed); chosen: {tuning['reason']}",
+            highlight=False,
+        )
+        for node in tuning["fallback_nodes"]:
+            out.print(f"  kept in FP32: {node['node']} (+{node['metric_gain']:.4f} metric)", highlight=False)
     out.print(f"artifacts: {result.output_dir}")
+
+
+_ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="The YAML spec.", dir_okay=False)]
+_ModelOpt = Annotated[
+    str | None, typer.Option("--model", "-m", help="Hub model id or local folder (overrides model.name_or_path).")
+]
+_OutputOpt = Annotated[Path | None, typer.Option("--output", "-o", help="Artifact folder (overrides output.dir).")]
+_OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an existing artifact folder.")]
+_ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bars.")]
+
+
+@app.command()
+def quantize(
+    config: _ConfigOpt,
+    model: _ModelOpt = None,
+    output: _OutputOpt = None,
+    overwrite: _OverwriteOpt = False,
+    progress: _ProgressOpt = True,
+) -> None:
+    """Export MODEL to ONNX, quantize it with the spec, evaluate FP32 vs quantized, and write the artifacts.
+
+    A spec with a `tuning:` section runs the accuracy-tolerance search (as `quantkit tune`).
+    """
+    try:
+        from .quantizer import Quantizer
+
+        spec = _load(config, model)
+        quantizer = Quantizer.from_spec(spec)
+        show = progress and sys.stderr.isatty()
+        if spec.tuning is not None:
+            result = quantizer.tune(spec, output_dir=output, overwrite=True if overwrite else None, progress=show,
+                                    on_trial=_print_trial)
+        else:
+            result = quantizer.quantize(spec, output_dir=output, overwrite=True if overwrite else None, progress=show)
+    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - mapped to messages and exit codes
+        _fail(exc)
+    _render(result)
+
+
+@app.command()
+def tune(
+    config: _ConfigOpt,
+    model: _ModelOpt = None,
+    output: _OutputOpt = None,
+    overwrite: _OverwriteOpt = False,
+    progress: _ProgressOpt = True,
+) -> None:
+    """Search for the fastest quantized model within the accuracy tolerance (the spec's `tuning:` section).
+
+    Finished trials are kept beside the output folder: rerunning the same command resumes.
+    Exit code 3 when no candidate is within tolerance (the closest one is saved anyway).
+    """
+    try:
+        from .quantizer import Quantizer
+
+        spec = _load(config, model)
+        result = Quantizer.from_spec(spec).tune(
+            spec, output_dir=output, overwrite=True if overwrite else None,
+            progress=progress and sys.stderr.isatty(), on_trial=_print_trial,
+        )
+    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001
+        _fail(exc)
+    _render(result)
 
 
 @app.command()

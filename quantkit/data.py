@@ -39,15 +39,19 @@ class TextDataset:
     def max_length(self) -> int:
         return next(iter(self.inputs.values())).shape[1]
 
-    def select(self, n: int) -> "TextDataset":
-        """The first ``n`` examples."""
+    def slice(self, start: int, stop: int) -> "TextDataset":
+        """Examples ``start:stop``."""
         return TextDataset(
             self.name,
-            {k: v[:n] for k, v in self.inputs.items()},
-            None if self.labels is None else self.labels[:n],
+            {k: v[start:stop] for k, v in self.inputs.items()},
+            None if self.labels is None else self.labels[start:stop],
             self.padding,
             self.padding_side,
         )
+
+    def select(self, n: int) -> "TextDataset":
+        """The first ``n`` examples."""
+        return self.slice(0, n)
 
     def batch(self, start: int, stop: int, input_names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         names = list(input_names) if input_names is not None else list(self.inputs)

@@ -23,6 +23,7 @@ __all__ = [
     "ArtifactError",
     "OutputExistsError",
     "RegistryError",
+    "ToleranceNotMetError",
 ]
 
 
@@ -144,3 +145,16 @@ class RegistryError(QuantkitError, KeyError):
 
     def __str__(self) -> str:  # KeyError would repr() the message
         return str(self.args[0]) if self.args else ""
+
+
+class ToleranceNotMetError(QuantkitError, RuntimeError):
+    """A search found no candidate within the accuracy tolerance; the closest one is saved anyway."""
+
+    exit_code = 3
+    title = "no candidate within tolerance"
+
+    def __init__(self, message: str, *, closest_dir: str | None = None, gap: float | None = None,
+                 hint: str | None = None) -> None:
+        self.closest_dir = closest_dir
+        self.gap = gap
+        super().__init__(message, hint=hint)

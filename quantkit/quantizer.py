@@ -3,8 +3,11 @@ evaluate → artifacts, and returns a :class:`QuantizationResult`."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import platform
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -12,15 +15,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from . import __version__
 from .artifacts import REPORT_FILE, check_output_dir, package_versions, write_artifacts
 from .backends import ProgressFactory, QuantizedModel, get_backend
 from .data import TextDataset, load_text_dataset
-from .errors import SpecError, SpecIssue
-from .evaluation import ModelEvaluation, evaluate_model
+from .errors import QuantizationError, SpecError, SpecIssue, ToleranceNotMetError
+from .evaluation import ModelEvaluation, default_threads, evaluate_model
 from .export import ExportedModel, export_onnx
+from .graph import graph_summary
 from .hardware import cpu_info
 from .models import LoadedModel, load_model
-from .spec import QuantizationSpec, load_spec
+from .spec import QuantizationConfig, QuantizationSpec, load_spec
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +49,11 @@ class QuantizationResult:
     fp32: ModelEvaluation
     quantized: ModelEvaluation
     report: dict[str, Any] = field(repr=False)
+
+    @property
+    def tuning(self) -> dict[str, Any] | None:
+        """The search summary (trials, chosen config, why) when the spec had a ``tuning`` section."""
+        return self.report.get("tuning")
 
     @property
     def metric(self) -> str:
@@ -129,7 +139,42 @@ class Quantizer:
         overwrite: bool | None = None,
         progress: bool | ProgressFactory = True,
     ) -> QuantizationResult:
-        """Export, quantize, evaluate FP32 and quantized models, and write the artifact folder."""
+        """Export, quantize, evaluate FP32 and quantized models, and write the artifact folder.
+
+        With a ``tuning`` section in the spec this runs the accuracy-tolerance search (:meth:`tune`).
+        """
+        spec, target, overwrite, factory = self._prepare(spec, output_dir, overwrite, progress)
+        if spec.tuning is not None:
+            return self._tune(spec, target, overwrite, factory, None)
+        return self._run(spec, target, overwrite, factory)
+
+    def tune(
+        self,
+        spec: QuantizationSpec | str | Path,
+        output_dir: str | Path | None = None,
+        *,
+        overwrite: bool | None = None,
+        progress: bool | ProgressFactory = True,
+        on_trial: Any | None = None,
+    ) -> QuantizationResult:
+        """Search the spec's ``tuning.space`` for the best model within the accuracy tolerance.
+
+        Finished trials live in a SQLite store beside the output folder, so rerunning the same
+        call resumes. Raises :class:`~quantkit.errors.ToleranceNotMetError` (after saving the
+        closest candidate in ``<output>-closest``) when nothing is within tolerance.
+        """
+        spec, target, overwrite, factory = self._prepare(spec, output_dir, overwrite, progress)
+        if spec.tuning is None:
+            spec = spec.with_overrides(tuning={})
+        return self._tune(spec, target, overwrite, factory, on_trial)
+
+    def _prepare(
+        self,
+        spec: QuantizationSpec | str | Path,
+        output_dir: str | Path | None,
+        overwrite: bool | None,
+        progress: bool | ProgressFactory,
+    ) -> tuple[QuantizationSpec, Path, bool, ProgressFactory | None]:
         if not isinstance(spec, QuantizationSpec):
             spec = load_spec(spec)
         if spec.model.name_or_path and spec.model.name_or_path != self.loaded.name_or_path:
@@ -151,14 +196,17 @@ class Quantizer:
             factory = None
         else:
             factory = progress
-        return self._run(spec, target, overwrite, factory)
+        return spec, target, overwrite, factory
 
     # ------------------------------------------------------------------ private
     def _load_data(self, spec: QuantizationSpec) -> tuple[TextDataset, TextDataset | None]:
         common = dict(max_length=spec.data.max_length, padding=spec.data.padding, model_config=self.loaded.config)
         evaluation = load_text_dataset(spec.data.evaluation, self.loaded.tokenizer, key="data.evaluation", **common)
         calibration = None
-        if spec.quantization.approach == "static" and spec.data.calibration is not None:
+        static = spec.quantization.approach == "static" or (
+            spec.tuning is not None and "static" in spec.tuning.space.get("approach", [])
+        )
+        if static and spec.data.calibration is not None:
             calibration = load_text_dataset(
                 spec.data.calibration, self.loaded.tokenizer, key="data.calibration", **common
             )
@@ -188,28 +236,169 @@ class Quantizer:
                 calibration=calibration, workdir=work, progress=progress,
             )
             t = lap("quantize_s", t)
-            vocab = int(getattr(self.loaded.config, "vocab_size", 30522))
-            fp32_eval = evaluate_model(
-                fp32.path, evaluation, spec.evaluation, label="fp32", vocab_size=vocab, progress=progress
-            )
-            q_eval = evaluate_model(
-                quantized.path, evaluation, spec.evaluation, label="int8", vocab_size=vocab,
-                reference_predictions=fp32_eval.predictions, progress=progress,
-            )
-            t = lap("evaluate_s", t)
-            timings["total_s"] = round(time.perf_counter() - started, 3)
-            report = self._report(spec, fp32, quantized, fp32_eval, q_eval, evaluation, timings)
-            out = write_artifacts(
-                target,
-                model_path=quantized.path,
-                model_config=self.loaded.config,
-                tokenizer=self.loaded.tokenizer,
-                report=report,
-                spec_yaml=spec.to_yaml(),
-                ort_config=backend.ort_config(spec.quantization, spec.export.opset),
-                overwrite=overwrite,
-            )
+            return self._finish(spec, target, overwrite, progress, fp32, quantized, backend, evaluation,
+                                timings, started, t)
+
+    def _finish(
+        self,
+        spec: QuantizationSpec,
+        target: Path,
+        overwrite: bool,
+        progress: ProgressFactory | None,
+        fp32: ExportedModel,
+        quantized: QuantizedModel,
+        backend: Any,
+        evaluation: TextDataset,
+        timings: dict[str, float],
+        started: float,
+        t: float,
+        *,
+        tuning: dict[str, Any] | None = None,
+        extra_files: dict[str, str | Path] | None = None,
+    ) -> QuantizationResult:
+        """Evaluate FP32 and the quantized model side by side, then write the artifact folder."""
+        vocab = int(getattr(self.loaded.config, "vocab_size", 30522))
+        fp32_eval = evaluate_model(
+            fp32.path, evaluation, spec.evaluation, label="fp32", vocab_size=vocab, progress=progress
+        )
+        q_eval = evaluate_model(
+            quantized.path, evaluation, spec.evaluation, label="int8", vocab_size=vocab,
+            reference_predictions=fp32_eval.predictions, progress=progress,
+        )
+        timings["evaluate_s"] = round(time.perf_counter() - t, 3)
+        timings["total_s"] = round(time.perf_counter() - started, 3)
+        report = self._report(spec, fp32, quantized, fp32_eval, q_eval, evaluation, timings)
+        if tuning is not None:
+            report["tuning"] = tuning
+        out = write_artifacts(
+            target,
+            model_path=quantized.path,
+            model_config=self.loaded.config,
+            tokenizer=self.loaded.tokenizer,
+            report=report,
+            spec_yaml=spec.to_yaml(),
+            ort_config=backend.ort_config(quantized.config, spec.export.opset),
+            overwrite=overwrite,
+            extra_files=extra_files,
+        )
         return QuantizationResult(output_dir=out, fp32=fp32_eval, quantized=q_eval, report=report)
+
+    def _tune(
+        self,
+        spec: QuantizationSpec,
+        target: Path,
+        overwrite: bool,
+        progress: ProgressFactory | None,
+        on_trial: Any | None,
+    ) -> QuantizationResult:
+        from .search.report import describe_config, plot_tuning, tuning_summary
+        from .search.runner import OnnxTrialRunner
+        from .search.space import expand_space
+        from .search.store import TrialStore
+        from .search.strategies import SearchContext, run_search
+        from .search.tolerance import Tolerance
+
+        tuning = spec.tuning
+        assert tuning is not None
+        timings: dict[str, float] = {}
+        started = t = time.perf_counter()
+        evaluation, calibration = self._load_data(spec)
+        timings["data_s"] = round(time.perf_counter() - t, 3)
+        state = target.parent / f".{target.name}.quantkit-tuning"
+        state.mkdir(parents=True, exist_ok=True)
+        t = time.perf_counter()
+        fp32 = export_onnx(self.loaded, state / "fp32", spec.export)
+        timings["export_s"] = round(time.perf_counter() - t, 3)
+        t = time.perf_counter()
+        runner = OnnxTrialRunner(
+            spec, fp32, evaluation, calibration, state,
+            vocab_size=int(getattr(self.loaded.config, "vocab_size", 30522)), progress=progress,
+        )
+        tolerance = Tolerance.from_spec(tuning.tolerance, spec.evaluation.higher_is_better)
+        base = spec.quantization.model_dump(mode="json")
+
+        def report_trial(trial: Any, ctx: Any) -> None:
+            logger.info(
+                "trial %d [%s] %s: %s metric=%s p50=%s%s", trial.idx, trial.origin, describe_config(trial.config, base),
+                trial.status, f"{trial.metric:.4f}" if trial.metric is not None else "-",
+                f"{trial.latency_ms:.1f}ms" if trial.latency_ms is not None else "-",
+                " PASS" if trial.passed else "",
+            )
+            if on_trial is not None:
+                on_trial(trial, ctx)
+
+        candidates = expand_space(spec.quantization, tuning.space)
+        logger.info("search space: %d candidate(s); strategy %s, objective %s", len(candidates),
+                    tuning.strategy, tuning.objective)
+        with TrialStore(state / "trials.db") as store:
+            ctx = SearchContext(
+                runner, tolerance, store, self._run_key(spec), objective=tuning.objective,
+                max_trials=tuning.max_trials, timeout=tuning.timeout, prune=tuning.prune, on_trial=report_trial,
+            )
+            outcome = run_search(
+                tuning.strategy, ctx, candidates,
+                max_nodes=tuning.fallback.max_nodes, fallback_candidates=tuning.fallback.candidates,
+            )
+        timings["search_s"] = round(time.perf_counter() - t, 3)
+        summary = tuning_summary(outcome, tolerance, tuning.strategy, tuning.objective, base)
+        summary["space_size"] = len(candidates)
+        picked = outcome.chosen or outcome.closest
+        if picked is None:
+            errors = "; ".join(sorted({tr.error or tr.status for tr in outcome.trials}))[:800]
+            raise QuantizationError(f"no trial produced a usable model ({len(outcome.trials)} tried): {errors}")
+        config = QuantizationConfig.model_validate(picked.config)
+        t = time.perf_counter()
+        path = runner.quantize(config)
+        quantized = QuantizedModel(path=path, backend=config.backend, config=config, summary=graph_summary(path))
+        plot = plot_tuning(summary, spec.evaluation.metric, state / "tuning.png")
+        extra = {"tuning.png": plot, "trials.db": state / "trials.db"}
+        if outcome.chosen is None:
+            closest_dir = target.parent / f"{target.name}-closest-not-within-tolerance"
+            self._finish(spec, closest_dir, True, progress, fp32, quantized, get_backend(config.backend), evaluation,
+                         timings, started, t, tuning=summary, extra_files=extra)
+            gap = (picked.loss or 0.0) - tolerance.value
+            raise ToleranceNotMetError(
+                f"none of {len(outcome.trials)} trial(s) reached {tolerance.describe(outcome.baseline.metric)}; "
+                f"closest: trial {picked.idx} ({describe_config(picked.config)}) with "
+                f"{spec.evaluation.metric} {picked.metric:.4f}, {gap:.4g} beyond the tolerance. "
+                f"It was saved in {closest_dir}",
+                closest_dir=str(closest_dir),
+                gap=gap,
+                hint="widen tuning.space, raise tuning.max_trials or tuning.fallback.max_nodes, or relax "
+                "tuning.tolerance; rerunning resumes from the trials already done",
+            )
+        result = self._finish(spec, target, overwrite, progress, fp32, quantized, get_backend(config.backend),
+                              evaluation, timings, started, t, tuning=summary, extra_files=extra)
+        shutil.rmtree(state / "trials", ignore_errors=True)  # trial models; trials.db stays for resume
+        return result
+
+    def _run_key(self, spec: QuantizationSpec) -> str:
+        """Fingerprint of everything a trial's numbers depend on, besides its own config."""
+        files: dict[str, Any] = {}
+        src = Path(self.loaded.name_or_path)
+        if src.is_dir():
+            for f in sorted(src.iterdir()):
+                if f.is_file():
+                    st = f.stat()
+                    files[f.name] = [st.st_size, int(st.st_mtime)]
+        for key in ("calibration", "evaluation"):
+            ds = getattr(spec.data, key)
+            if ds is not None and Path(ds.path).is_file():
+                st = Path(ds.path).stat()
+                files[f"data.{key}"] = [st.st_size, int(st.st_mtime)]
+        tuning = spec.tuning
+        payload = {
+            "quantkit": __version__,
+            "model": [self.loaded.name_or_path, self.loaded.revision, self.loaded.task],
+            "files": files,
+            "data": spec.data.model_dump(mode="json"),
+            "export": spec.export.model_dump(mode="json"),
+            "evaluation": spec.evaluation.model_dump(mode="json"),
+            "latency": tuning.latency.model_dump(mode="json") if tuning and tuning.latency else None,
+            "threads": default_threads(),
+        }
+        text = json.dumps(payload, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def _report(
         self,

@@ -188,6 +188,9 @@ class SearchContext:
             self.store.put(self.run_key, trial)
         else:
             logger.info("trial %s reused from %s", h, self.store.path)
+            if trial.status == "ok" and trial.metric is not None:  # the tolerance may have changed since
+                trial.loss = self.tolerance.loss(self.baseline.metric, trial.metric)
+                trial.passed = self.tolerance.passes(self.baseline.metric, trial.metric)
         self.trials.append(trial)
         if self.on_trial is not None:
             self.on_trial(trial, self)

@@ -1,0 +1,194 @@
+"""The real trial runner: quantize a candidate with its backend, time it on this CPU, score it
+(stopping early when it can no longer pass), and rank nodes by quantization sensitivity."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..backends import ProgressFactory, get_backend
+from ..data import TextDataset
+from ..evaluation import METRICS, OnnxRunner, compute_metric, measure_runtime, to_predictions
+from ..export import ExportedModel
+from ..graph import model_size_bytes
+from ..spec import LatencySpec, QuantizationConfig, QuantizationSpec
+from .space import config_hash
+from .strategies import Measurement, PruneHint, TrialOutcome
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["OnnxTrialRunner", "node_sensitivity"]
+
+#: Metrics that are a mean of per-example hits, so a partial score bounds the final one.
+_DECOMPOSABLE = ("accuracy", "agreement")
+_CHUNK = 128
+
+
+class OnnxTrialRunner:
+    """Quantizes and evaluates candidates of one search on one FP32 ONNX model."""
+
+    def __init__(
+        self,
+        spec: QuantizationSpec,
+        fp32: ExportedModel,
+        evaluation: TextDataset,
+        calibration: TextDataset | None,
+        workdir: Path,
+        *,
+        vocab_size: int,
+        progress: ProgressFactory | None = None,
+    ) -> None:
+        self.spec = spec
+        self.fp32 = fp32
+        self.evaluation = evaluation
+        self.calibration = calibration
+        self.workdir = Path(workdir)
+        self.vocab_size = vocab_size
+        self.progress = progress
+        assert spec.tuning is not None
+        self.latency: LatencySpec = spec.tuning.latency or spec.evaluation.latency
+        self.metric = METRICS.get(spec.evaluation.metric)
+        self.fp32_predictions: np.ndarray | None = None
+
+    # ------------------------------------------------------------------ helpers
+    def _references(self) -> np.ndarray:
+        if self.metric.needs_labels:
+            assert self.evaluation.labels is not None
+            return self.evaluation.labels
+        if self.fp32_predictions is None:
+            logits = OnnxRunner(self.fp32.path, self.latency.threads).predict(self.evaluation, self.spec.evaluation.batch_size)
+            self.fp32_predictions = to_predictions(logits, self.metric.regression)
+        return self.fp32_predictions
+
+    def _runtime(self, path: Path) -> float:
+        stats = measure_runtime(path, self.latency, sequence_length=self.evaluation.max_length, vocab_size=self.vocab_size)
+        return stats.p50_ms
+
+    def _score(self, path: Path, hint: PruneHint) -> tuple[float | None, str | None]:
+        """The metric on the evaluation set; (None, reason) when it provably cannot reach the hint."""
+        runner = OnnxRunner(path, self.latency.threads)
+        references = self._references()
+        n = len(self.evaluation)
+        can_prune = hint.required_metric is not None and self.spec.evaluation.metric in _DECOMPOSABLE
+        preds: list[np.ndarray] = []
+        hits = 0
+        bs = self.spec.evaluation.batch_size
+        for start in range(0, n, _CHUNK):
+            chunk = self.evaluation.slice(start, start + _CHUNK)
+            p = to_predictions(runner.predict(chunk, bs), self.metric.regression)
+            preds.append(p)
+            if can_prune:
+                hits += int(np.sum(p == references[start : start + len(p)]))
+                done = start + len(p)
+                best_possible = (hits + (n - done)) / n
+                if hint.higher_is_better and best_possible < hint.required_metric:
+                    return None, f"pruned after {done}/{n} examples: at most {best_possible:.4f} < {hint.required_metric:.4f}"
+        predictions = np.concatenate(preds)
+        return compute_metric(self.spec.evaluation.metric, predictions, references, average=self.spec.evaluation.average), None
+
+    # ------------------------------------------------------------------ TrialRunner
+    def baseline(self) -> Measurement:
+        metric, _ = self._score(self.fp32.path, PruneHint())
+        assert metric is not None
+        return Measurement(metric, self._runtime(self.fp32.path), model_size_bytes(self.fp32.path))
+
+    def model_path(self, config: QuantizationConfig) -> Path:
+        return self.workdir / "trials" / config_hash(config) / "model.onnx"
+
+    def quantize(self, config: QuantizationConfig) -> Path:
+        path = self.model_path(config)
+        if not path.is_file():
+            get_backend(config.backend).quantize(
+                self.fp32, config, path, calibration=self.calibration, workdir=path.parent, progress=self.progress
+            )
+        return path
+
+    def run(self, config: QuantizationConfig, hint: PruneHint) -> TrialOutcome:
+        path = self.quantize(config)
+        size = model_size_bytes(path)
+        latency = self._runtime(path)
+        if hint.max_latency_ms is not None and latency > hint.max_latency_ms:
+            return TrialOutcome("pruned", None, latency, size, str(path),
+                                note=f"pruned: p50 {latency:.1f} ms > best {hint.max_latency_ms:.1f} ms")
+        metric, why = self._score(path, hint)
+        if metric is None:
+            return TrialOutcome("pruned", None, latency, size, str(path), note=why)
+        return TrialOutcome("ok", metric, latency, size, str(path))
+
+    def sensitivity(self, config: QuantizationConfig) -> list[tuple[str, float]]:
+        samples = self.spec.tuning.fallback.samples if self.spec.tuning else 32
+        data = self.evaluation.select(min(samples, len(self.evaluation)))
+        return node_sensitivity(self.fp32.path, self.quantize(config), data, config.op_types, self.workdir)
+
+
+def _with_outputs(path: Path, names: list[str], dst: Path) -> Path:
+    import onnx
+
+    model = onnx.load(str(path))
+    existing = {o.name for o in model.graph.output}
+    for name in names:
+        if name not in existing:
+            model.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
+    onnx.save(model, str(dst))
+    return dst
+
+
+def node_sensitivity(
+    fp32_path: Path, quantized_path: Path, data: TextDataset, op_types: list[str], workdir: Path
+) -> list[tuple[str, float]]:
+    """Rank the FP32 graph's quantizable nodes by the error their quantization adds.
+
+    For every node of ``op_types`` whose input and output tensors exist in both graphs, the
+    score is the normalised MSE of its output (quantized vs FP32, same inputs) minus that of
+    its activation input: the error this node adds on top of what reached it. Most sensitive
+    first. Node names are those of ONNX Runtime's pre-processed graph, which the backend
+    quantizes, so they can go straight into ``nodes_to_exclude``.
+    """
+    import onnx
+    import onnxruntime as ort
+
+    from ..backends.onnxruntime import preprocess
+
+    work = workdir / "sensitivity"
+    work.mkdir(parents=True, exist_ok=True)
+    pre = preprocess(fp32_path, work / "preprocessed.onnx")
+    ref_graph = onnx.load(str(pre), load_external_data=False).graph
+    q_graph = onnx.load(str(quantized_path), load_external_data=False).graph
+    inits = {i.name for i in ref_graph.initializer}
+    q_tensors = {t for n in q_graph.node for t in (*n.input, *n.output)}
+    nodes = []
+    for node in ref_graph.node:
+        if node.op_type not in op_types or not node.name:
+            continue
+        acts = [t for t in node.input if t and t not in inits]
+        if node.output[0] in q_tensors:
+            nodes.append((node.name, acts[0] if acts and acts[0] in q_tensors else None, node.output[0]))
+    if not nodes:
+        return []
+    tensors = sorted({t for _, i, o in nodes for t in (i, o) if t})
+    ref = ort.InferenceSession(str(_with_outputs(pre, tensors, work / "ref.onnx")), providers=["CPUExecutionProvider"])
+    qnt = ort.InferenceSession(str(_with_outputs(quantized_path, tensors, work / "q.onnx")),
+                               providers=["CPUExecutionProvider"])
+    names = [i.name for i in ref.get_inputs()]
+    err: dict[str, list[float]] = {t: [0.0, 0.0] for t in tensors}  # sum sq diff, sum sq ref
+    for batch in data.batches(8, names):
+        r_out = dict(zip([o.name for o in ref.get_outputs()], ref.run(None, batch)))
+        q_out = dict(zip([o.name for o in qnt.get_outputs()], qnt.run(None, batch)))
+        for t in tensors:
+            if t in r_out and t in q_out and r_out[t].shape == q_out[t].shape:
+                a, b = r_out[t].astype(np.float64), q_out[t].astype(np.float64)
+                err[t][0] += float(np.sum((a - b) ** 2))
+                err[t][1] += float(np.sum(a**2))
+
+    def nmse(t: str | None) -> float:
+        if t is None or err[t][1] == 0:
+            return 0.0
+        return err[t][0] / err[t][1]
+
+    scores = [(name, nmse(out) - nmse(inp)) for name, inp, out in nodes]
+    scores.sort(key=lambda x: -x[1])
+    logger.info("most sensitive nodes: %s", scores[:5])
+    return scores

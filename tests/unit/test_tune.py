@@ -1,0 +1,114 @@
+"""The real tuning pipeline on the tiny model: artifacts, report, resume, and the not-met path."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import write_spec
+from typer.testing import CliRunner
+
+from quantkit.cli import app
+from quantkit.search.runner import OnnxTrialRunner
+from quantkit.search.store import TrialStore
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def tune_spec(tmp_path, tiny_model_dir, tiny_data_dir):
+    return write_spec(tmp_path / "tune.yaml", f"""
+spec_version: 1
+model: {{name_or_path: {tiny_model_dir}}}
+quantization:
+  approach: dynamic
+  op_types: [MatMul, Gather]
+  calibration: {{num_samples: 16, batch_size: 8}}
+data:
+  calibration: {{path: {tiny_data_dir / 'train.jsonl'}}}
+  evaluation: {{path: {tiny_data_dir / 'validation.jsonl'}}}
+  max_length: 32
+evaluation:
+  metric: agreement
+  latency: {{batch_size: 2, sequence_length: 16, warmup: 1, repeats: 3}}
+tuning:
+  strategy: fastest
+  tolerance: {{type: absolute, value: 0.5}}
+  space:
+    approach: [dynamic, static]
+    per_channel: [true, false]
+  max_trials: 6
+  fallback: {{max_nodes: 2, samples: 8, candidates: 1}}
+output: {{dir: out}}
+""")
+
+
+def test_tune_cli_writes_artifacts_and_resumes(tune_spec, tmp_path):
+    first = runner.invoke(app, ["tune", "--config", str(tune_spec), "--no-progress"])
+    assert first.exit_code == 0, first.output
+    out = tmp_path / "out"
+    report = json.loads((out / "quantkit_report.json").read_text())
+    tuning = report["tuning"]
+    assert tuning["within_tolerance"] is True and tuning["space_size"] == 4
+    assert len(tuning["trials"]) == 4 and tuning["counts"]["failed"] == 0
+    chosen = tuning["trials"][tuning["chosen_trial"]]
+    assert chosen["passed"] and report["quantization"]["config"]["approach"] == tuning["chosen_config"]["approach"]
+    passing = [t for t in tuning["trials"] if t["passed"] and t["status"] == "ok"]
+    assert chosen["latency_ms"] == min(t["latency_ms"] for t in passing)
+    assert (out / "tuning.png").stat().st_size > 10_000
+    assert (out / "tuning.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with TrialStore(out / "trials.db") as store:
+        runs = store._db.execute("SELECT COUNT(*) FROM trials").fetchone()[0]
+    assert runs == 4
+    assert "trial  0" in first.output and "PASS" in first.output
+
+    second = runner.invoke(app, ["tune", "--config", str(tune_spec), "--no-progress", "--overwrite"])
+    assert second.exit_code == 0, second.output
+    assert second.output.count("(resumed)") == 4
+    report2 = json.loads((out / "quantkit_report.json").read_text())
+    assert report2["tuning"]["chosen_config"] == tuning["chosen_config"]
+
+
+def test_nothing_within_tolerance_exit_3_and_closest_saved(tune_spec, tmp_path, monkeypatch):
+    real_run = OnnxTrialRunner.run
+
+    def degraded(self, config, hint):
+        outcome = real_run(self, config, hint)
+        if outcome.metric is not None:
+            outcome.metric = outcome.metric - 0.9  # every candidate far outside the tolerance
+        return outcome
+
+    monkeypatch.setattr(OnnxTrialRunner, "run", degraded)
+    result = runner.invoke(app, ["tune", "--config", str(tune_spec), "--no-progress"])
+    assert result.exit_code == 3, result.output
+    assert "no candidate within tolerance" in result.output and "closest: trial" in result.output
+    assert not (tmp_path / "out").exists()
+    closest = tmp_path / "out-closest-not-within-tolerance"
+    report = json.loads((closest / "quantkit_report.json").read_text())
+    assert report["tuning"]["within_tolerance"] is False
+    assert "misses the target" in report["tuning"]["reason"]
+    origins = {t["origin"] for t in report["tuning"]["trials"]}
+    assert "fallback" in origins  # fastest handed the closest candidate to fallback before giving up
+
+
+def test_sensitivity_ranks_nodes_of_the_preprocessed_graph(tiny_loaded, tiny_fp32, tiny_data_dir, tmp_path):
+    from quantkit.data import load_text_dataset
+    from quantkit.search.runner import node_sensitivity
+    from quantkit.spec import DatasetSpec, QuantizationConfig
+    from quantkit.backends import get_backend
+
+    data = load_text_dataset(DatasetSpec(path=str(tiny_data_dir / "validation.jsonl")), tiny_loaded.tokenizer,
+                             key="data.evaluation", max_length=32, padding="max_length",
+                             model_config=tiny_loaded.config)
+    config = QuantizationConfig(op_types=["MatMul"], per_channel=False)
+    q = get_backend("onnxruntime").quantize(tiny_fp32, config, tmp_path / "q.onnx", workdir=tmp_path)
+    ranked = node_sensitivity(tiny_fp32.path, q.path, data.select(8), ["MatMul"], tmp_path)
+    assert len(ranked) >= 12
+    scores = [s for _, s in ranked]
+    assert scores == sorted(scores, reverse=True) and scores[0] > 0
+    # the names are valid exclusions: excluding the top node leaves exactly that MatMul in FP32
+    q2 = get_backend("onnxruntime").quantize(
+        tiny_fp32, config.model_copy(update={"nodes_to_exclude": [ranked[0][0]]}), tmp_path / "q2.onnx",
+        workdir=tmp_path,
+    )
+    assert q2.summary["ops"]["MatMul"] == 1
