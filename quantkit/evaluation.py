@@ -212,7 +212,28 @@ def _probe(path: str, batch: int, seq: int, threads: int, warmup: int, repeats: 
     }
 
 
+def measure_side_by_side(
+    paths: dict[str, str | Path], latency: LatencySpec, *, sequence_length: int | None = None,
+    vocab_size: int = 30522,
+) -> dict[str, RuntimeStats]:
+    """Time several models in interleaved rounds (A B A B ...); each keeps its best-p50 round."""
+    best: dict[str, RuntimeStats] = {}
+    for _ in range(latency.rounds):
+        for label, path in paths.items():
+            stats = _measure_once(path, latency, sequence_length=sequence_length, vocab_size=vocab_size)
+            if label not in best or stats.p50_ms < best[label].p50_ms:
+                best[label] = stats
+    return best
+
+
 def measure_runtime(
+    path: str | Path, latency: LatencySpec, *, sequence_length: int | None = None, vocab_size: int = 30522
+) -> RuntimeStats:
+    """Latency, load time and peak memory of one model: the best of ``latency.rounds`` fresh-process rounds."""
+    return measure_side_by_side({"m": path}, latency, sequence_length=sequence_length, vocab_size=vocab_size)["m"]
+
+
+def _measure_once(
     path: str | Path, latency: LatencySpec, *, sequence_length: int | None = None, vocab_size: int = 30522
 ) -> RuntimeStats:
     """Measure latency percentiles, load time and peak memory of ``path`` in a subprocess.

@@ -20,7 +20,7 @@ from .artifacts import REPORT_FILE, check_output_dir, package_versions, write_ar
 from .backends import ProgressFactory, QuantizedModel, get_backend
 from .data import TextDataset, load_text_dataset
 from .errors import QuantizationError, SpecError, SpecIssue, ToleranceNotMetError
-from .evaluation import ModelEvaluation, default_threads, evaluate_model
+from .evaluation import ModelEvaluation, default_threads, evaluate_model, measure_side_by_side
 from .export import ExportedModel, export_onnx
 from .graph import graph_summary
 from .hardware import cpu_info
@@ -259,12 +259,20 @@ class Quantizer:
         """Evaluate FP32 and the quantized model side by side, then write the artifact folder."""
         vocab = int(getattr(self.loaded.config, "vocab_size", 30522))
         fp32_eval = evaluate_model(
-            fp32.path, evaluation, spec.evaluation, label="fp32", vocab_size=vocab, progress=progress
+            fp32.path, evaluation, spec.evaluation, label="fp32", vocab_size=vocab, progress=progress,
+            measure_speed=False,
         )
         q_eval = evaluate_model(
             quantized.path, evaluation, spec.evaluation, label="int8", vocab_size=vocab,
-            reference_predictions=fp32_eval.predictions, progress=progress,
+            reference_predictions=fp32_eval.predictions, progress=progress, measure_speed=False,
         )
+        speed = measure_side_by_side(
+            {"fp32": fp32.path, "int8": quantized.path}, spec.evaluation.latency,
+            sequence_length=evaluation.max_length, vocab_size=vocab,
+        )
+        fp32_eval.runtime, q_eval.runtime = speed["fp32"], speed["int8"]
+        logger.info("p50 at b%d: fp32 %.1f ms, int8 %.1f ms", speed["fp32"].batch_size, speed["fp32"].p50_ms,
+                    speed["int8"].p50_ms)
         timings["evaluate_s"] = round(time.perf_counter() - t, 3)
         timings["total_s"] = round(time.perf_counter() - started, 3)
         report = self._report(spec, fp32, quantized, fp32_eval, q_eval, evaluation, timings)

@@ -246,7 +246,12 @@ class LatencySpec(_Spec):
         None, ge=1, description="Sequence length of the latency measurement (default: data.max_length)."
     )
     warmup: int = Field(5, ge=0, description="Untimed runs before measuring.")
-    repeats: int = Field(30, ge=3, description="Timed runs.")
+    repeats: int = Field(30, ge=3, description="Timed runs per round.")
+    rounds: int = Field(
+        2, ge=1, le=10,
+        description="Rounds, each in a fresh process; models compared side by side are interleaved round by "
+        "round and each keeps its best round (robust to a noisy machine).",
+    )
     threads: int | None = Field(
         None, ge=1, description="ONNX Runtime intra-op threads (default: physical cores)."
     )
@@ -365,7 +370,8 @@ class QuantizationSpec(_Spec):
         if (self.quantization.approach == "static" or static_searched) and self.data.calibration is None:
             raise _KeyedError(
                 "data.calibration",
-                "required when quantization.approach is static (a dataset to compute activation ranges)",
+                "required when quantization.approach is static or tuning.space tries it "
+                "(a dataset to compute activation ranges)",
             )
         if self.evaluation.metric != "agreement" and self.data.evaluation.label_column is None:
             raise _KeyedError(

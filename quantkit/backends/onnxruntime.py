@@ -9,6 +9,8 @@ ranges are handed to ``quantize_static`` through its calibration cache.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import tempfile
 import time
@@ -146,7 +148,8 @@ def calibrate(
             for start in range(0, len(reader), stride):
                 reader.set_range(start, start + stride)
                 calibrator.collect_data(reader)
-            ranges = calibrator.compute_data()
+            with contextlib.redirect_stdout(io.StringIO()):  # ORT prints histogram settings
+                ranges = calibrator.compute_data()
             del calibrator
     finally:
         if bar is not None:

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..backends import ProgressFactory, get_backend
 from ..data import TextDataset
-from ..evaluation import METRICS, OnnxRunner, compute_metric, measure_runtime, to_predictions
+from ..evaluation import METRICS, OnnxRunner, compute_metric, measure_runtime, measure_side_by_side, to_predictions
 from ..export import ExportedModel
 from ..graph import model_size_bytes
 from ..spec import LatencySpec, QuantizationConfig, QuantizationSpec
@@ -66,6 +66,13 @@ class OnnxTrialRunner:
     def _runtime(self, path: Path) -> float:
         stats = measure_runtime(path, self.latency, sequence_length=self.evaluation.max_length, vocab_size=self.vocab_size)
         return stats.p50_ms
+
+    def confirm_latency(self, configs: list[QuantizationConfig]) -> dict[str, float]:
+        """p50 of each config's model, timed side by side in interleaved rounds."""
+        paths = {config_hash(c): self.quantize(c) for c in configs}
+        stats = measure_side_by_side(paths, self.latency, sequence_length=self.evaluation.max_length,
+                                     vocab_size=self.vocab_size)
+        return {h: s.p50_ms for h, s in stats.items()}
 
     def _score(self, path: Path, hint: PruneHint) -> tuple[float | None, str | None]:
         """The metric on the evaluation set; (None, reason) when it provably cannot reach the hint."""

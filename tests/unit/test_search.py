@@ -249,3 +249,17 @@ def test_space_expansion_via_inc():
 
 def test_strategy_registry():
     assert STRATEGIES.names() == ["basic", "fallback", "fastest"]
+
+
+def test_fastest_confirms_leading_candidates_side_by_side(tmp_path):
+    class Confirming(ScriptedRunner):
+        def confirm_latency(self, configs):
+            self.confirmed = [config_hash(c) for c in configs]
+            # A was unlucky during its trial: side by side it is the faster one (noise only ever slows)
+            return {config_hash(A): 31.0, config_hash(C): 34.0}
+
+    runner = Confirming([(A, (0.995, 40)), (B, (0.95, 10)), (C, (0.999, 35))])
+    out = run_search("fastest", ctx_for(runner, tmp_path, prune=False), [A, B, C])
+    assert set(runner.confirmed) == {config_hash(A), config_hash(C)}
+    assert out.chosen.config_hash == config_hash(A)
+    assert "confirmed p50 31.0 ms" in out.chosen.note
