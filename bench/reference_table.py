@@ -26,7 +26,7 @@ from rich.table import Table  # noqa: E402
 
 from quantkit import Quantizer, load_spec  # noqa: E402
 from quantkit.data import load_text_dataset  # noqa: E402
-from quantkit.evaluation import OnnxRunner, compute_metric, measure_runtime, to_predictions  # noqa: E402
+from quantkit.evaluation import OnnxRunner, compute_metric, measure_side_by_side, to_predictions  # noqa: E402
 from quantkit.export import export_onnx  # noqa: E402
 from quantkit.graph import model_size_bytes  # noqa: E402
 from quantkit.spec import ExportSpec, LatencySpec  # noqa: E402
@@ -35,6 +35,7 @@ MODEL = REPO.parent / "shared" / "models" / "minilm-spam"
 RECIPES = {
     "quantkit dynamic": REPO / "recipes" / "minilm-spam-dynamic.yaml",
     "quantkit static": REPO / "recipes" / "minilm-spam-static.yaml",
+    "quantkit tuned (1% tol.)": REPO / "recipes" / "minilm-spam-tune.yaml",
 }
 
 
@@ -70,7 +71,8 @@ def main() -> None:
     models["Optimum avx512_vnni dynamic"] = optimum_preset(work / "fp32", work / "optimum")
     console.print(f"optimum preset quantized in {time.perf_counter() - start:.1f}s")
     for name, recipe in RECIPES.items():
-        result = quantizer.quantize(recipe, output_dir=work / name.replace(" ", "-"), overwrite=True, progress=False)
+        out_dir = work / name.split(" (")[0].replace(" ", "-")
+        result = quantizer.quantize(recipe, output_dir=out_dir, overwrite=True, progress=False)
         models[name] = result.model_path
         console.print(f"{name}: quantized and evaluated in {result.report['timings']['total_s']:.0f}s")
 
@@ -83,18 +85,17 @@ def main() -> None:
         accuracy[name] = compute_metric("accuracy", to_predictions(logits, False), data.labels)
 
     p50: dict[tuple[str, int], float] = {}
-    for _ in range(args.rounds):
-        for batch in (1, 8):
-            lat = LatencySpec(batch_size=batch, sequence_length=128, warmup=5, repeats=args.repeats,
-                              threads=args.threads)
-            for name, path in models.items():
-                stats = measure_runtime(path, lat, vocab_size=loaded.config.vocab_size)
-                key = (name, batch)
-                p50[key] = min(p50.get(key, float("inf")), stats.p50_ms)
-                threads = stats.threads
+    for batch in (1, 8):
+        lat = LatencySpec(batch_size=batch, sequence_length=128, warmup=5, repeats=args.repeats,
+                          rounds=args.rounds, threads=args.threads)
+        stats = measure_side_by_side(models, lat, vocab_size=loaded.config.vocab_size)
+        for name, st in stats.items():
+            p50[(name, batch)] = st.p50_ms
+            threads = st.threads
 
     base, preset = "FP32", "Optimum avx512_vnni dynamic"
-    table = Table(title=f"minilm-spam, validation.jsonl (591), seq 128, {threads} threads, best p50 of {args.rounds} rounds")
+    table = Table(title=f"minilm-spam, validation.jsonl (591), seq 128, {threads} threads, "
+                        f"best p50 of {args.rounds} interleaved rounds x {args.repeats} runs")
     for col in ("model", "accuracy", "Δ vs FP32", "size MB", "p50 b1 ms", "p50 b8 ms",
                 "b8 vs FP32", "b8 vs Optimum"):
         table.add_column(col, justify="left" if col == "model" else "right")

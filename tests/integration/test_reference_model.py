@@ -70,3 +70,20 @@ def test_reference_recipe(recipe, tmp_path, torch_accuracy):
                    tokenizer=AutoTokenizer.from_pretrained(out))
     preds = clf(["WIN a FREE prize now!!! click here to claim your cash", "Hi team, the meeting moved to 3pm."])
     assert [p["label"] for p in preds] == ["spam", "ham"]
+
+
+def test_reference_tune_within_tolerance(tmp_path):
+    """recipes/minilm-spam-tune.yaml: the chosen model is within 1% relative, in <= 20 trials."""
+    out = tmp_path / "tuned"
+    result = runner.invoke(app, ["tune", "--model", str(REFERENCE_MODEL), "--config",
+                                 str(REPO / "recipes" / "minilm-spam-tune.yaml"), "--output", str(out),
+                                 "--no-progress"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "quantkit_report.json").read_text())
+    tuning = report["tuning"]
+    assert tuning["within_tolerance"] and len(tuning["trials"]) <= 20
+    assert report["quantized"]["value"] >= 0.99 * report["fp32"]["value"]
+    chosen = tuning["trials"][tuning["chosen_trial"]]
+    assert chosen["passed"] and chosen["metric"] == pytest.approx(report["quantized"]["value"], abs=1e-9)
+    assert (out / "tuning.png").is_file() and (out / "trials.db").is_file()
+    assert report["result"]["size_ratio"] <= 0.30
