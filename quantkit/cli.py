@@ -150,6 +150,22 @@ _OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an exi
 _ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bars.")]
 
 
+def _run(config: Path, model: str | None, output: Path | None, overwrite: bool, progress: bool, tune: bool) -> None:
+    try:
+        from .quantizer import Quantizer
+
+        spec = _load(config, model)
+        quantizer = Quantizer.from_spec(spec)
+        options = dict(output_dir=output, overwrite=True if overwrite else None, progress=progress and sys.stderr.isatty())
+        if tune or spec.tuning is not None:
+            result = quantizer.tune(spec, on_trial=_print_trial, **options)
+        else:
+            result = quantizer.quantize(spec, **options)
+    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - mapped to messages and exit codes
+        _fail(exc)
+    _render(result)
+
+
 @app.command()
 def quantize(
     config: _ConfigOpt,
@@ -162,20 +178,7 @@ def quantize(
 
     A spec with a `tuning:` section runs the accuracy-tolerance search (as `quantkit tune`).
     """
-    try:
-        from .quantizer import Quantizer
-
-        spec = _load(config, model)
-        quantizer = Quantizer.from_spec(spec)
-        show = progress and sys.stderr.isatty()
-        if spec.tuning is not None:
-            result = quantizer.tune(spec, output_dir=output, overwrite=True if overwrite else None, progress=show,
-                                    on_trial=_print_trial)
-        else:
-            result = quantizer.quantize(spec, output_dir=output, overwrite=True if overwrite else None, progress=show)
-    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - mapped to messages and exit codes
-        _fail(exc)
-    _render(result)
+    _run(config, model, output, overwrite, progress, tune=False)
 
 
 @app.command()
@@ -191,17 +194,7 @@ def tune(
     Finished trials are kept beside the output folder: rerunning the same command resumes.
     Exit code 3 when no candidate is within tolerance (the closest one is saved anyway).
     """
-    try:
-        from .quantizer import Quantizer
-
-        spec = _load(config, model)
-        result = Quantizer.from_spec(spec).tune(
-            spec, output_dir=output, overwrite=True if overwrite else None,
-            progress=progress and sys.stderr.isatty(), on_trial=_print_trial,
-        )
-    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001
-        _fail(exc)
-    _render(result)
+    _run(config, model, output, overwrite, progress, tune=True)
 
 
 @app.command()

@@ -17,17 +17,20 @@ _SHOWN = ("approach", "format", "weight_type", "activation_type", "per_channel",
 
 
 def describe_config(config: dict[str, Any], base: dict[str, Any] | None = None) -> str:
-    """Short text of a config: what differs from ``base`` (all shown fields when no base)."""
+    """Short text of a config: its approach and what differs from ``base`` (default: the spec defaults)."""
+    if base is None:
+        from ..spec import QuantizationConfig
+
+        base = QuantizationConfig().model_dump(mode="json")
     parts = []
     for key in _SHOWN:
         value = config.get(key)
-        if value is None or (base is not None and base.get(key) == value and key != "approach"):
+        if value is None or (base.get(key) == value and key != "approach"):
             continue
         parts.append(f"{key}={'+'.join(value) if isinstance(value, list) else value}")
     if config.get("approach") == "static":
         cal = config.get("calibration", {})
-        if base is None or cal.get("method") != (base.get("calibration") or {}).get("method"):
-            parts.append(f"calibration={cal.get('method')}")
+        parts.append(f"calibration={cal.get('method')}")
     excluded = config.get("nodes_to_exclude") or []
     if excluded:
         parts.append(f"fp32_nodes={len(excluded)}")
