@@ -203,10 +203,10 @@ class Quantizer:
         common = dict(max_length=spec.data.max_length, padding=spec.data.padding, model_config=self.loaded.config)
         evaluation = load_text_dataset(spec.data.evaluation, self.loaded.tokenizer, key="data.evaluation", **common)
         calibration = None
-        static = spec.quantization.approach == "static" or (
+        static = spec.quantization.approach in ("static", "qat") or (
             spec.tuning is not None and "static" in spec.tuning.space.get("approach", [])
         )
-        if static and spec.data.calibration is not None:
+        if (static or spec.quantization.backend == "neural-compressor") and spec.data.calibration is not None:
             calibration = load_text_dataset(
                 spec.data.calibration, self.loaded.tokenizer, key="data.calibration", **common
             )
@@ -231,13 +231,17 @@ class Quantizer:
             work = Path(tmp)
             fp32 = export_onnx(self.loaded, work / "fp32", spec.export)
             t = lap("export_s", t)
+            state = target.parent / f".{target.name}.quantkit-state"
             quantized = backend.quantize(
                 fp32, spec.quantization, work / "quantized" / "model.onnx",
-                calibration=calibration, workdir=work, progress=progress,
+                calibration=calibration if calibration is not None or not backend.needs_torch else evaluation,
+                workdir=work, progress=progress, loaded=self.loaded, qat=spec.qat, state_dir=state,
             )
             t = lap("quantize_s", t)
-            return self._finish(spec, target, overwrite, progress, fp32, quantized, backend, evaluation,
-                                timings, started, t)
+            result = self._finish(spec, target, overwrite, progress, fp32, quantized, backend, evaluation,
+                                  timings, started, t)
+            shutil.rmtree(state, ignore_errors=True)  # training checkpoints: only needed to resume
+            return result
 
     def _finish(
         self,
@@ -320,7 +324,7 @@ class Quantizer:
         t = time.perf_counter()
         runner = OnnxTrialRunner(
             spec, fp32, evaluation, calibration, state,
-            vocab_size=int(getattr(self.loaded.config, "vocab_size", 30522)), progress=progress,
+            vocab_size=int(getattr(self.loaded.config, "vocab_size", 30522)), progress=progress, loaded=self.loaded,
         )
         tolerance = Tolerance.from_spec(tuning.tolerance, spec.evaluation.higher_is_better)
         base = spec.quantization.model_dump(mode="json")
@@ -440,6 +444,7 @@ class Quantizer:
                 "config": quantized.config.model_dump(mode="json"),
                 "graph": quantized.summary,
                 "calibration_s": round(quantized.calibration_s, 3),
+                **quantized.details,
             },
             "evaluation": {
                 "dataset": spec.data.evaluation.path,

@@ -28,6 +28,8 @@ __all__ = [
     "LatencySpec",
     "EvaluationSpec",
     "OutputSpec",
+    "QATSpec",
+    "EarlyStoppingSpec",
     "ToleranceSpec",
     "FallbackSpec",
     "TuningSpec",
@@ -128,8 +130,10 @@ class CalibrationSpec(_Spec):
 
 class QuantizationConfig(_Spec):
     backend: str = Field("onnxruntime", description="Quantization backend (see `quantkit backends`).")
-    approach: Literal["dynamic", "static"] = Field(
-        "dynamic", description="dynamic: activations quantized at run time; static: ranges from calibration."
+    approach: Literal["dynamic", "static", "qat"] = Field(
+        "dynamic",
+        description="dynamic: activations quantized at run time; static: ranges from calibration; "
+        "qat: quantization-aware training (backend neural-compressor, settings in the `qat` section).",
     )
     format: Literal["qdq", "qoperator"] | None = Field(
         None,
@@ -165,6 +169,45 @@ class QuantizationConfig(_Spec):
     calibration: CalibrationSpec = Field(
         default_factory=CalibrationSpec, description="Static only: calibration settings."
     )
+    smooth_quant: bool = Field(
+        False, description="SmoothQuant (not available: needs intel-extension-for-pytorch; see the error text)."
+    )
+
+    @model_validator(mode="after")
+    def _check_backend(self) -> "QuantizationConfig":
+        from .backends import BACKENDS
+
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend: {self.backend!r} is not one of {', '.join(BACKENDS.names())}")
+        if self.smooth_quant:
+            raise ValueError(
+                "smooth_quant: SmoothQuant is unavailable: Intel Neural Compressor 3.x runs it only through "
+                "intel-extension-for-pytorch (IPEX), which has no build for torch 2.13, and its ONNX "
+                "implementation was removed in 3.8"
+            )
+        if self.approach == "qat" and self.backend != "neural-compressor":
+            raise ValueError("approach: qat trains in PyTorch; set backend: neural-compressor")
+        if self.backend == "neural-compressor":
+            if self.format == "qoperator":
+                raise ValueError("format: neural-compressor exports QDQ graphs only (use qdq or drop `format`)")
+            if self.weight_type != "int8" or self.activation_type != "uint8":
+                raise ValueError(
+                    "weight_type: neural-compressor's x86 scheme is int8 weights with uint8 activations"
+                )
+            if self.calibration.method == "percentile":
+                raise ValueError(
+                    "calibration: neural-compressor calibrates with minmax or entropy (KL); percentile is "
+                    "onnxruntime-only"
+                )
+            unknown = sorted(set(self.op_types) - {"MatMul", "Gemm", "Gather"})
+            if unknown:
+                raise ValueError(
+                    f"op_types: neural-compressor quantizes Linear layers (MatMul/Gemm) and, with Gather, the "
+                    f"embedding tables; {unknown} cannot be chosen"
+                )
+            if self.reduce_range:
+                raise ValueError("reduce_range: not supported by neural-compressor's x86 scheme")
+        return self
 
     @model_validator(mode="after")
     def _check_approach(self) -> "QuantizationConfig":
@@ -279,6 +322,48 @@ class OutputSpec(_Spec):
     overwrite: bool = Field(False, description="Replace an existing artifact folder.")
 
 
+# --------------------------------------------------------------------------- QAT
+class EarlyStoppingSpec(_Spec):
+    patience: int = Field(3, ge=1, description="Evaluations without improvement before stopping.")
+    min_delta: float = Field(0.0, ge=0, description="Smallest improvement of the held-out metric that counts.")
+    eval_every: int = Field(50, ge=1, description="Steps between held-out evaluations.")
+
+
+class QATSpec(_Spec):
+    steps: int | None = Field(None, ge=1, description="Optimizer steps (exclusive with `epochs`).")
+    epochs: float | None = Field(None, gt=0, description="Passes over the training data (exclusive with `steps`).")
+    learning_rate: float = Field(2e-5, gt=0, le=1)
+    warmup_steps: int = Field(0, ge=0, description="Linear warm-up steps, then linear decay to 0.")
+    weight_decay: float = Field(0.01, ge=0)
+    batch_size: int = Field(16, ge=1)
+    max_grad_norm: float | None = Field(1.0, gt=0, description="Gradient clipping (null: none).")
+    freeze: list[str] = Field(
+        default_factory=list,
+        description="Parameters kept frozen: glob patterns on parameter names (e.g. 'bert.embeddings.*').",
+    )
+    holdout: float = Field(
+        0.1, ge=0, lt=0.5,
+        description="Fraction of the training data held out for early stopping (never the evaluation data).",
+    )
+    early_stopping: EarlyStoppingSpec | None = Field(default_factory=EarlyStoppingSpec)
+    checkpoint_every: int = Field(50, ge=1, description="Steps between resumable checkpoints.")
+    num_workers: int = Field(1, ge=0, description="DataLoader worker processes.")
+    bf16: bool = Field(False, description="bf16 autocast (only on CPUs with AVX512-BF16/AMX; off by default).")
+    seed: int = Field(0)
+
+    @model_validator(mode="after")
+    def _steps_or_epochs(self) -> "QATSpec":
+        if self.steps is not None and self.epochs is not None:
+            raise ValueError("steps: give `steps` or `epochs`, not both")
+        return self
+
+    def total_steps(self, num_examples: int) -> int:
+        if self.steps is not None:
+            return self.steps
+        per_epoch = max(1, -(-num_examples // self.batch_size))
+        return max(1, round((self.epochs or 1.0) * per_epoch))
+
+
 # --------------------------------------------------------------------------- tuning
 #: Quantization fields a tuning space may vary (``calibration.*`` for the nested ones).
 def _searchable_fields() -> dict[str, Any]:
@@ -360,12 +445,17 @@ class QuantizationSpec(_Spec):
     data: DataSpec
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     output: OutputSpec = Field(default_factory=OutputSpec)
+    qat: QATSpec | None = Field(None, description="Quantization-aware training (quantization.approach: qat).")
     tuning: TuningSpec | None = Field(
         None, description="Accuracy-tolerance search; when present, `quantize` tunes."
     )
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "QuantizationSpec":
+        if self.quantization.approach == "qat" and self.data.calibration is None:
+            raise _KeyedError("data.calibration", "required by approach: qat (the training data)")
+        if self.qat is not None and self.quantization.approach != "qat":
+            raise _KeyedError("qat", "only used with quantization.approach: qat")
         static_searched = self.tuning is not None and "static" in self.tuning.space.get("approach", [])
         if (self.quantization.approach == "static" or static_searched) and self.data.calibration is None:
             raise _KeyedError(

@@ -25,15 +25,36 @@ from ..spec import QuantizationConfig
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BACKENDS", "Backend", "QuantizedModel", "get_backend", "ProgressFactory"]
+__all__ = ["BACKENDS", "Backend", "QuantizeRequest", "QuantizedModel", "get_backend", "ProgressFactory"]
 
 #: ``progress(total, description)`` → an object with ``update(n)`` and ``close()`` (tqdm-compatible).
 ProgressFactory = Callable[[int, str], Any]
 
 BACKENDS: Registry[type["Backend"]] = Registry(
     "backend",
-    lazy={"onnxruntime": "quantkit.backends.onnxruntime"},
+    lazy={
+        "onnxruntime": "quantkit.backends.onnxruntime",
+        "neural-compressor": "quantkit.backends.neural_compressor",
+    },
 )
+
+
+@dataclass
+class QuantizeRequest:
+    """Everything a backend may use to quantize one model."""
+
+    fp32: ExportedModel
+    config: QuantizationConfig
+    output_path: Path
+    workdir: Path
+    calibration: TextDataset | None = None
+    progress: ProgressFactory | None = None
+    #: The PyTorch model (LoadedModel), for backends that quantize before export.
+    loaded: Any | None = None
+    #: QATSpec for approach "qat".
+    qat: Any | None = None
+    #: A folder that survives an interrupted run (training checkpoints).
+    state_dir: Path | None = None
 
 
 @dataclass
@@ -46,6 +67,8 @@ class QuantizedModel:
     summary: dict[str, Any] = field(default_factory=dict)
     duration_s: float = 0.0
     calibration_s: float = 0.0
+    #: Backend-specific facts for the report (e.g. QAT training curve).
+    details: dict[str, Any] = field(default_factory=dict)
 
 
 class Backend(ABC):
@@ -53,6 +76,8 @@ class Backend(ABC):
 
     name: ClassVar[str]
     approaches: ClassVar[frozenset[str]] = frozenset({"dynamic", "static"})
+    #: Whether the backend quantizes the PyTorch model (needs ``loaded``).
+    needs_torch: ClassVar[bool] = False
 
     def quantize(
         self,
@@ -63,14 +88,19 @@ class Backend(ABC):
         calibration: TextDataset | None = None,
         workdir: str | Path | None = None,
         progress: ProgressFactory | None = None,
+        loaded: Any | None = None,
+        qat: Any | None = None,
+        state_dir: str | Path | None = None,
     ) -> QuantizedModel:
         if config.approach not in self.approaches:
             raise QuantizationError(
                 f"backend {self.name!r} does not support approach {config.approach!r} "
                 f"(supports {', '.join(sorted(self.approaches))})"
             )
-        if config.approach == "static" and (calibration is None or len(calibration) == 0):
-            raise QuantizationError("static quantization needs calibration data (data.calibration)")
+        if config.approach in ("static", "qat") and (calibration is None or len(calibration) == 0):
+            raise QuantizationError(f"{config.approach} quantization needs data.calibration")
+        if self.needs_torch and loaded is None:
+            raise QuantizationError(f"backend {self.name!r} quantizes the PyTorch model: pass loaded=")
         if not Path(model.path).is_file():
             raise QuantizationError(f"FP32 model not found: {model.path}")
         output_path = Path(output_path)
@@ -79,9 +109,14 @@ class Backend(ABC):
         logger.info(
             "quantizing with %s: %s, %s", self.name, config.approach, config.model_dump(exclude={"calibration"})
         )
+        request = QuantizeRequest(
+            fp32=model, config=config, output_path=output_path, workdir=workdir, calibration=calibration,
+            progress=progress, loaded=loaded, qat=qat, state_dir=Path(state_dir) if state_dir else None,
+        )
+        self.details: dict[str, Any] = {}
         start = time.perf_counter()
         try:
-            calibration_s = self._quantize(model, config, output_path, calibration, workdir, progress)
+            calibration_s = self._quantize(request)
         except QuantkitError:
             raise
         except Exception as exc:  # noqa: BLE001 - backends raise anything; keep the cause
@@ -95,6 +130,7 @@ class Backend(ABC):
             summary=graph_summary(output_path),
             duration_s=time.perf_counter() - start,
             calibration_s=calibration_s or 0.0,
+            details=dict(self.details),
         )
         if result.summary["quantized_weights"] == 0:
             raise QuantizationError(
@@ -105,16 +141,8 @@ class Backend(ABC):
         return result
 
     @abstractmethod
-    def _quantize(
-        self,
-        model: ExportedModel,
-        config: QuantizationConfig,
-        output_path: Path,
-        calibration: TextDataset | None,
-        workdir: Path,
-        progress: ProgressFactory | None,
-    ) -> float | None:
-        """Write the quantized model to ``output_path``; return seconds spent calibrating."""
+    def _quantize(self, request: QuantizeRequest) -> float | None:
+        """Write the quantized model to ``request.output_path``; return seconds spent calibrating/training."""
 
     def ort_config(self, config: QuantizationConfig, opset: int) -> dict[str, Any] | None:
         """Optimum's ``ort_config.json`` content describing ``config``, if expressible."""

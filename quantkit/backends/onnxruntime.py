@@ -30,9 +30,9 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from ..data import TextDataset
 from ..errors import QuantizationError
-from ..export import ExportedModel, onnx_io
+from ..export import onnx_io
 from ..spec import CalibrationSpec, QuantizationConfig
-from . import BACKENDS, Backend, ProgressFactory
+from . import BACKENDS, Backend, ProgressFactory, QuantizeRequest
 
 logger = logging.getLogger(__name__)
 
@@ -163,15 +163,9 @@ class OnnxRuntimeBackend(Backend):
 
     name = "onnxruntime"
 
-    def _quantize(
-        self,
-        model: ExportedModel,
-        config: QuantizationConfig,
-        output_path: Path,
-        calibration: TextDataset | None,
-        workdir: Path,
-        progress: ProgressFactory | None,
-    ) -> float | None:
+    def _quantize(self, request: QuantizeRequest) -> float | None:
+        config, output_path, workdir = request.config, request.output_path, request.workdir
+        calibration, progress, model = request.calibration, request.progress, request.fp32
         workdir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="ort-quant-", dir=workdir) as tmp:
             source = preprocess(Path(model.path), Path(tmp) / "preprocessed.onnx")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+
 
 import numpy as np
 
@@ -40,7 +40,9 @@ class OnnxTrialRunner:
         *,
         vocab_size: int,
         progress: ProgressFactory | None = None,
+        loaded: object | None = None,
     ) -> None:
+        self.loaded = loaded
         self.spec = spec
         self.fp32 = fp32
         self.evaluation = evaluation
@@ -109,7 +111,9 @@ class OnnxTrialRunner:
         path = self.model_path(config)
         if not path.is_file():
             get_backend(config.backend).quantize(
-                self.fp32, config, path, calibration=self.calibration, workdir=path.parent, progress=self.progress
+                self.fp32, config, path, calibration=self.calibration if self.calibration is not None else
+                self.evaluation if config.backend == "neural-compressor" else None, workdir=path.parent,
+                progress=self.progress, loaded=self.loaded, qat=self.spec.qat, state_dir=path.parent,
             )
         return path
 

@@ -1,0 +1,219 @@
+"""Intel Neural Compressor 3.x backend: PT2E quantization of the PyTorch model, exported to ONNX QDQ.
+
+- static: ``neural_compressor.torch.export.export`` (symbolic batch/sequence) → ``prepare`` with
+  ``INT8StaticQuantConfig`` (X86InductorQuantizer via torchao) → calibration forward passes →
+  ``convert``.
+- dynamic: the same export → ``quantize`` with ``DynamicQuantConfig`` (one forward pass is
+  required: without it INC silently leaves scale 1.0 on every weight).
+- qat: torchao ``prepare_qat_pt2e`` → fine-tuning (:mod:`quantkit.qat`) → ``convert_pt2e``.
+
+Then ``torch.onnx.export(dynamo=True)`` with the same dynamic shapes, and :mod:`quantkit.qdq`
+folds the weight QuantizeLinear into int8 initializers (the raw export stores FP32 weights and is
+larger than FP32); with ``Gather`` in ``op_types`` the embedding tables are stored int8 too. The
+ONNX model is checked against the converted PyTorch model at two shapes.
+
+SmoothQuant and INC's IPEX static path need intel-extension-for-pytorch, dead for torch 2.13:
+the spec rejects them before any work starts.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ExportValidationError, QuantizationError
+from ..qat import dynamic_shapes, example_inputs, input_names, train_qat
+from ..qdq import fold_constant_weight_qdq, quantize_gather_weights, strip_metadata
+from . import BACKENDS, Backend, QuantizeRequest
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["NeuralCompressorBackend", "dynamic_quant_translation_table", "export_quantized"]
+
+
+def dynamic_quant_translation_table() -> dict[Any, Any]:
+    """ONNX lowerings for PT2E dynamic quantization ops that torch.onnx does not translate.
+
+    ``choose_qparams.tensor`` maps onto ``DynamicQuantizeLinear`` (uint8, range including 0,
+    round half to even: torch's uint8 [0, 255] choice); the tensor-scale quantize/dequantize
+    overloads onto QuantizeLinear/DequantizeLinear with scalar scale and zero point.
+    """
+    import torch
+    from onnxscript import ir
+    from onnxscript import opset20 as op
+
+    def choose_qparams_tensor(input, quant_min: int, quant_max: int, eps: float, dtype: int):  # noqa: A002
+        _, scale, zp = op.DynamicQuantizeLinear(input)
+        one = op.Constant(value_ints=[1])
+        return (op.Reshape(op.Cast(scale, to=ir.DataType.DOUBLE), one),
+                op.Reshape(op.Cast(zp, to=ir.DataType.INT64), one))
+
+    def _scalar(x):
+        return op.Reshape(x, op.Constant(value_ints=ir.AttrInt64s("value_ints", [])))
+
+    def quantize_per_tensor_tensor(input, scale, zero_point, quant_min: int, quant_max: int, dtype: int):  # noqa: A002
+        return op.QuantizeLinear(input, _scalar(op.CastLike(scale, input)), _scalar(op.Cast(zero_point, to=dtype)))
+
+    def dequantize_per_tensor_tensor(input, scale, zero_point, quant_min: int, quant_max: int, dtype: int,  # noqa: A002
+                                     out_dtype: int = -1):
+        return op.DequantizeLinear(input, _scalar(op.Cast(scale, to=ir.DataType.FLOAT)),
+                                   _scalar(op.Cast(zero_point, to=dtype)))
+
+    qd = torch.ops.quantized_decomposed
+    return {qd.choose_qparams.tensor: choose_qparams_tensor,
+            qd.quantize_per_tensor.tensor: quantize_per_tensor_tensor,
+            qd.dequantize_per_tensor.tensor: dequantize_per_tensor_tensor}
+
+
+def _logits(out: Any) -> Any:
+    return out[0] if isinstance(out, (tuple, list)) else getattr(out, "logits", out)
+
+
+def export_quantized(
+    model: Any, example: tuple[Any, ...], names: list[str], dyn: dict[str, Any], path: Path, *,
+    dynamic_ops: bool, quantize_embeddings: bool,
+) -> dict[str, Any]:
+    """ONNX-export a converted PT2E model, fold its weights to int8, and save it to ``path``."""
+    import onnx
+    import torch
+
+    options: dict[str, Any] = {}
+    if dynamic_ops:
+        options["custom_translation_table"] = dynamic_quant_translation_table()
+    try:
+        program = torch.onnx.export(model, example, input_names=names, output_names=["logits"],
+                                    dynamic_shapes=dyn, dynamo=True, verbose=False, **options)
+    except Exception as exc:  # noqa: BLE001 - the exporter raises anything
+        raise QuantizationError(f"torch.onnx.export of the quantized graph failed: {exc}") from exc
+    raw = path.with_name("raw.onnx")
+    program.save(str(raw))
+    proto = onnx.load(str(raw))
+    proto, stats = fold_constant_weight_qdq(proto)
+    if quantize_embeddings:
+        proto, emb = quantize_gather_weights(proto)
+        stats.update(emb)
+    strip_metadata(proto)
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(path))
+    raw.unlink()
+    logger.info("folded quantized weights: %s", stats)
+    return stats
+
+
+def validate_quantized(model: Any, path: Path, names: list[str], vocab: int, max_positions: int) -> float:
+    """Max |ONNX − PyTorch| of the converted model's logits at two shapes; raises when out of bounds."""
+    import onnxruntime as ort
+    import torch
+
+    # Graph optimizations off: the QDQ graph then runs as written (dequantize, float MatMul), so this
+    # checks the export itself, not the int8 kernels (whose u8s8 arithmetic saturates on AVX2 without
+    # VNNI and would hide a real export error in noise).
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    worst = 0.0
+    for batch, seq in ((2, min(16, max_positions)), (3, min(37, max_positions))):
+        feeds = {"input_ids": rng.integers(0, vocab, (batch, seq), dtype=np.int64),
+                 "attention_mask": np.ones((batch, seq), dtype=np.int64),
+                 "token_type_ids": np.zeros((batch, seq), dtype=np.int64)}
+        feeds["attention_mask"][1:, seq - 3:] = 0
+        feeds = {n: feeds[n] for n in names}
+        got = session.run(None, feeds)[0]
+        with torch.inference_mode():
+            ref = _logits(model(*(torch.from_numpy(feeds[n]) for n in names))).float().numpy()
+        diff = float(np.max(np.abs(got - ref)))
+        bound = 1e-3 + 0.01 * float(np.max(np.abs(ref)))
+        worst = max(worst, diff)
+        if not np.isfinite(diff) or diff > bound:
+            raise ExportValidationError(
+                f"quantized ONNX vs converted PyTorch at shape {(batch, seq)}: max abs diff {diff:.3g} > {bound:.3g}",
+                max_abs_diff=diff, atol=bound,
+            )
+    return worst
+
+
+@BACKENDS.register("neural-compressor")
+class NeuralCompressorBackend(Backend):
+    """Intel Neural Compressor 3.x (PyTorch PT2E) and torchao QAT, exported to ONNX QDQ."""
+
+    name = "neural-compressor"
+    approaches = frozenset({"static", "dynamic", "qat"})
+    needs_torch = True
+
+    def _quantize(self, request: QuantizeRequest) -> float | None:
+        import copy
+
+        import torch
+
+        config, loaded = request.config, request.loaded
+        data = request.calibration
+        if data is None:  # dynamic: any example batch will do for the one required forward pass
+            raise QuantizationError("neural-compressor needs data.calibration (examples for export and calibration)")
+        names = input_names(data)
+        max_positions = int(getattr(loaded.config, "max_position_embeddings", 512))
+        dyn = dynamic_shapes(names, max_positions)
+        example = example_inputs(data)
+        model = copy.deepcopy(loaded.model).eval()
+        start = time.perf_counter()
+        if config.approach == "qat":
+            from ..spec import QATSpec
+
+            result = train_qat(model, data, request.qat or QATSpec(), max_positions=max_positions,
+                               state_dir=request.state_dir, progress=request.progress)
+            converted = result.model
+            self.details["training"] = {
+                "steps": result.steps,
+                "resumed_from": result.resumed_from,
+                "stopped_early": result.stopped_early,
+                "seconds": round(result.seconds, 2),
+                "first_loss": result.losses[0] if result.losses else None,
+                "last_loss": result.losses[-1] if result.losses else None,
+                "holdout_accuracy": result.holdout_accuracy,
+            }
+        else:
+            from neural_compressor.torch.export import export
+            from neural_compressor.torch.quantization import (
+                DynamicQuantConfig,
+                INT8StaticQuantConfig,
+                convert,
+                prepare,
+                quantize,
+            )
+
+            graph = export(model, example_inputs=example, dynamic_shapes=dyn)
+            granularity = "per_channel" if config.per_channel else "per_tensor"
+            if config.approach == "static":
+                qconfig = INT8StaticQuantConfig(
+                    w_granularity=granularity,
+                    w_sym=config.symmetric_weights,
+                    act_sym=config.activation_symmetric,
+                    act_algo="kl" if config.calibration.method == "entropy" else "minmax",
+                )
+                prepared = prepare(graph, qconfig, example_inputs=example)
+                cal = data.select(min(config.calibration.num_samples, len(data)))
+                bar = request.progress(len(cal), "calibrating (neural-compressor)") if request.progress else None
+                with torch.inference_mode():
+                    for b in cal.batches(config.calibration.batch_size, names):
+                        prepared(*(torch.from_numpy(b[n]) for n in names))
+                        if bar is not None:
+                            bar.update(len(b[names[0]]))
+                if bar is not None:
+                    bar.close()
+                converted = convert(prepared)
+            else:
+                qconfig = DynamicQuantConfig(w_granularity=granularity, w_sym=config.symmetric_weights)
+                converted = quantize(graph, qconfig, run_fn=lambda m: m(*example), example_inputs=example)
+        seconds = time.perf_counter() - start
+        export_quantized(
+            converted, example, names, dyn, request.output_path,
+            dynamic_ops=config.approach == "dynamic", quantize_embeddings="Gather" in config.op_types,
+        )
+        vocab = int(getattr(loaded.config, "vocab_size", 1000))
+        diff = validate_quantized(converted, request.output_path, names, vocab, max_positions)
+        logger.info("quantized ONNX matches the converted PyTorch model (max abs diff %.3g)", diff)
+        return seconds

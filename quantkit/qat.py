@@ -1,0 +1,279 @@
+"""Quantization-aware training: torch.export → torchao ``prepare_qat_pt2e`` (X86InductorQuantizer,
+QAT config) → fine-tune → ``move_exported_model_to_eval`` → ``convert_pt2e``.
+
+The loop: pre-tokenized batches through a DataLoader (worker processes), AdamW with linear
+warm-up and decay, gradient clipping, glob-pattern freezing, early stopping on a held-out slice
+of the *training* data, ``torch.inference_mode`` for evaluation, a progress bar with loss and
+throughput, and a checkpoint every ``checkpoint_every`` steps so an interrupted run resumes.
+Deterministic for a given seed.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .data import TextDataset
+from .errors import QuantizationError
+from .spec import QATSpec
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["QATResult", "dynamic_shapes", "example_inputs", "prepare_qat", "train_qat", "INPUT_ORDER"]
+
+INPUT_ORDER = ("input_ids", "attention_mask", "token_type_ids")
+
+
+@dataclass
+class QATResult:
+    model: Any  # the converted (int8) GraphModule
+    steps: int
+    losses: list[float] = field(default_factory=list)
+    holdout_accuracy: list[tuple[int, float]] = field(default_factory=list)
+    stopped_early: bool = False
+    resumed_from: int = 0
+    seconds: float = 0.0
+
+
+def input_names(data: TextDataset) -> list[str]:
+    return [n for n in INPUT_ORDER if n in data.inputs]
+
+
+def example_inputs(data: TextDataset, batch: int = 2, seq: int = 16) -> tuple[Any, ...]:
+    """A small example batch (batch, seq ≥ 2 so torch.export does not specialise the dims)."""
+    import torch
+
+    b = data.batch(0, batch, input_names(data))
+    seq = min(seq, data.max_length)
+    return tuple(torch.from_numpy(np.ascontiguousarray(b[n][:, :seq])) for n in input_names(data))
+
+
+def dynamic_shapes(names: list[str], max_positions: int) -> dict[str, dict[int, Any]]:
+    from torch.export import Dim
+
+    batch = Dim("batch", min=1, max=4096)
+    seq = Dim("sequence", min=2, max=max_positions)
+    return {n: {0: batch, 1: seq} for n in names}
+
+
+def _seed(seed: int) -> None:
+    import random
+
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def prepare_qat(model: Any, example: tuple[Any, ...], dyn: dict[str, Any]) -> Any:
+    """Export ``model`` and insert fake-quant (torchao X86InductorQuantizer, QAT config)."""
+    import torch
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
+    from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
+        X86InductorQuantizer,
+        get_default_x86_inductor_quantization_config,
+    )
+
+    model.train()
+    graph = torch.export.export(model, example, dynamic_shapes=dyn).module()
+    quantizer = X86InductorQuantizer()
+    quantizer.set_global(get_default_x86_inductor_quantization_config(is_qat=True))
+    return prepare_qat_pt2e(graph, quantizer)
+
+
+def _freeze(model: Any, patterns: list[str], named: dict[str, str]) -> list[str]:
+    """Freeze parameters whose original name matches a pattern; return the frozen names."""
+    frozen = []
+    for graph_name, param in model.named_parameters():
+        original = named.get(graph_name, graph_name)
+        if any(fnmatch.fnmatch(original, p) for p in patterns):
+            param.requires_grad_(False)
+            frozen.append(original)
+    return frozen
+
+
+def _param_names(model: Any, graph: Any) -> dict[str, str]:
+    """Exported graphs rename parameters (``bert_embeddings_...``); map them back by identity of values."""
+    mapping: dict[str, str] = {}
+    by_ptr = {p.data_ptr(): name for name, p in model.named_parameters()}
+    for name, p in graph.named_parameters():
+        if p.data_ptr() in by_ptr:
+            mapping[name] = by_ptr[p.data_ptr()]
+        else:
+            mapping[name] = name.replace("_", ".")
+    return mapping
+
+
+def _holdout_split(data: TextDataset, fraction: float, seed: int) -> tuple[TextDataset, TextDataset | None]:
+    n = len(data)
+    k = int(n * fraction)
+    if k < 1 or data.labels is None:
+        return data, None
+    order = np.random.default_rng(seed).permutation(n)
+    def take(idx: np.ndarray) -> TextDataset:
+        return TextDataset(data.name, {key: v[idx] for key, v in data.inputs.items()}, data.labels[idx],
+                           data.padding, data.padding_side)
+    return take(order[k:]), take(order[:k])
+
+
+def _accuracy(model: Any, data: TextDataset, names: list[str], batch_size: int) -> float:
+    import torch
+
+    hits = 0
+    with torch.inference_mode():
+        for start in range(0, len(data), batch_size):
+            b = data.batch(start, start + batch_size, names)
+            logits = model(*(torch.from_numpy(b[n]) for n in names))
+            logits = logits[0] if isinstance(logits, (tuple, list)) else getattr(logits, "logits", logits)
+            hits += int((logits.argmax(-1).numpy() == data.labels[start : start + batch_size]).sum())
+    return hits / len(data)
+
+
+class _Batches:
+    """A map-style dataset of pre-tokenized examples (cheap to pickle to DataLoader workers)."""
+
+    def __init__(self, data: TextDataset, names: list[str]) -> None:
+        self.arrays = [data.inputs[n] for n in names]
+        self.labels = data.labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[Any, ...]:
+        return (*(a[i] for a in self.arrays), self.labels[i])
+
+
+def train_qat(
+    model: Any,
+    train: TextDataset,
+    spec: QATSpec,
+    *,
+    max_positions: int,
+    state_dir: Path | None = None,
+    progress: Any | None = None,
+) -> QATResult:
+    """Quantization-aware fine-tuning of a sequence classifier; returns the converted int8 graph."""
+    import torch
+    from torch.utils.data import DataLoader, RandomSampler
+    from torchao.quantization.pt2e import move_exported_model_to_eval, move_exported_model_to_train
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
+
+    if train.labels is None:
+        raise QuantizationError("qat needs labels in data.calibration (label_column)")
+    start_time = time.perf_counter()
+    _seed(spec.seed)
+    names = input_names(train)
+    fit, holdout = _holdout_split(train, spec.holdout, spec.seed)
+    example = example_inputs(fit)
+    dyn = dynamic_shapes(names, max_positions)
+    prepared = prepare_qat(model, example, dyn)
+    frozen = _freeze(prepared, spec.freeze, _param_names(model, prepared))
+    if spec.freeze and not frozen:
+        raise QuantizationError(f"qat.freeze: {spec.freeze} matched no parameter")
+    trainable = [p for p in prepared.parameters() if p.requires_grad]
+    if not trainable:
+        raise QuantizationError("qat.freeze: every parameter is frozen; nothing to train")
+    total = spec.total_steps(len(fit))
+    optimizer = torch.optim.AdamW(trainable, lr=spec.learning_rate, weight_decay=spec.weight_decay)
+
+    def lr_at(step: int) -> float:
+        if step < spec.warmup_steps:
+            return (step + 1) / max(1, spec.warmup_steps)
+        return max(0.0, (total - step) / max(1, total - spec.warmup_steps))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
+    result = QATResult(model=None, steps=0)
+    step = 0
+    checkpoint = state_dir / "qat-checkpoint.pt" if state_dir is not None else None
+    if checkpoint is not None and checkpoint.is_file():
+        state = torch.load(checkpoint, weights_only=False)
+        if state.get("total") == total and state.get("seed") == spec.seed:
+            prepared.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            torch.set_rng_state(state["rng"])
+            step = result.resumed_from = state["step"]
+            result.losses = state["losses"]
+            result.holdout_accuracy = [tuple(x) for x in state["holdout"]]
+            logger.info("resuming QAT from step %d of %d (%s)", step, total, checkpoint)
+    generator = torch.Generator().manual_seed(spec.seed + step)
+    loader = DataLoader(
+        _Batches(fit, names), batch_size=spec.batch_size,
+        sampler=RandomSampler(range(len(fit)), replacement=False, generator=generator),
+        num_workers=spec.num_workers, drop_last=len(fit) > spec.batch_size, persistent_workers=False,
+        collate_fn=lambda rows: [torch.from_numpy(np.stack(col)) for col in zip(*rows)],
+    )
+    use_bf16 = spec.bf16
+    best, bad_evals = -math.inf, 0
+    bar = progress(total, "QAT steps") if progress else None
+    if bar is not None and step:
+        bar.update(step)
+    move_exported_model_to_train(prepared)
+    seen = 0
+    try:
+        while step < total:
+            for batch in loader:
+                *inputs, labels = batch
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
+                    out = prepared(*inputs)
+                    logits = out[0] if isinstance(out, (tuple, list)) else getattr(out, "logits", out)
+                    loss = torch.nn.functional.cross_entropy(logits.float(), labels)
+                if not torch.isfinite(loss):
+                    raise QuantizationError(f"QAT loss is {loss.item()} at step {step}; lower qat.learning_rate")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if spec.max_grad_norm is not None:
+                    torch.nn.utils.clip_grad_norm_(trainable, spec.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                step += 1
+                seen += len(labels)
+                result.losses.append(float(loss.item()))
+                if bar is not None:
+                    bar.update(1)
+                    rate = seen / max(time.perf_counter() - start_time, 1e-6)
+                    if hasattr(bar, "set_postfix"):
+                        bar.set_postfix(loss=f"{loss.item():.4f}", ex_per_s=f"{rate:.1f}")
+                es = spec.early_stopping
+                if holdout is not None and es is not None and step % es.eval_every == 0:
+                    move_exported_model_to_eval(prepared)
+                    acc = _accuracy(prepared, holdout, names, spec.batch_size * 2)
+                    move_exported_model_to_train(prepared)
+                    result.holdout_accuracy.append((step, acc))
+                    logger.info("QAT step %d: loss %.4f, held-out accuracy %.4f", step, loss.item(), acc)
+                    if acc > best + es.min_delta:
+                        best, bad_evals = acc, 0
+                    else:
+                        bad_evals += 1
+                        if bad_evals >= es.patience:
+                            result.stopped_early = True
+                if checkpoint is not None and (step % spec.checkpoint_every == 0 or step == total):
+                    tmp = checkpoint.with_suffix(".tmp")
+                    torch.save({"model": prepared.state_dict(), "optimizer": optimizer.state_dict(),
+                                "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(), "step": step,
+                                "total": total, "seed": spec.seed, "losses": result.losses,
+                                "holdout": result.holdout_accuracy}, tmp)
+                    os.replace(tmp, checkpoint)
+                if step >= total or result.stopped_early:
+                    break
+            if result.stopped_early:
+                logger.info("QAT stopped early at step %d (no held-out gain for %d evaluations)", step,
+                            spec.early_stopping.patience if spec.early_stopping else 0)
+                break
+    finally:
+        if bar is not None:
+            bar.close()
+    move_exported_model_to_eval(prepared)
+    result.model = convert_pt2e(prepared)
+    result.steps = step
+    result.seconds = time.perf_counter() - start_time
+    return result
