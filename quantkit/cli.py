@@ -49,6 +49,7 @@ def _configure_logging(verbose: int, debug: bool) -> None:
             logging.getLogger(name).setLevel(logging.ERROR)
         warnings.filterwarnings("ignore")
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("LOGLEVEL", "WARNING")  # Intel Neural Compressor's logger reads this at import
         os.environ.setdefault("TQDM_MININTERVAL", "1")
 
 

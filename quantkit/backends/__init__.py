@@ -109,6 +109,8 @@ class Backend(ABC):
         logger.info(
             "quantizing with %s: %s, %s", self.name, config.approach, config.model_dump(exclude={"calibration"})
         )
+        if state_dir is not None:
+            Path(state_dir).mkdir(parents=True, exist_ok=True)
         request = QuantizeRequest(
             fp32=model, config=config, output_path=output_path, workdir=workdir, calibration=calibration,
             progress=progress, loaded=loaded, qat=qat, state_dir=Path(state_dir) if state_dir else None,

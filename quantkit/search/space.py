@@ -17,6 +17,7 @@ from typing import Any, List
 
 from pydantic import ValidationError
 
+from ..logs import quiet
 from ..spec import QuantizationConfig, _searchable_fields
 
 logger = logging.getLogger(__name__)
@@ -102,13 +103,8 @@ def expand_space(base: QuantizationConfig, space: dict[str, list[Any]]) -> list[
     candidates = [base]
     if space:
         inc_config = QuantkitSearchConfig(**space)
-        inc_logger = logging.getLogger("neural_compressor")
-        level = inc_logger.level
-        inc_logger.setLevel(logging.WARNING)  # INC logs every expanded config at INFO
-        try:
+        with quiet():  # INC logs every expanded config at INFO
             points = ConfigSet.from_fwk_configs(inc_config).config_list
-        finally:
-            inc_logger.setLevel(level)
         for point in points:
             try:
                 candidates.append(_apply(base, point.values()))

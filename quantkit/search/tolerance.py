@@ -13,6 +13,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from ..logs import quiet
 from ..spec import ToleranceSpec
 
 logger = logging.getLogger(__name__)
@@ -73,13 +74,8 @@ class IncMonitor:
         """Record a finished trial; return whether it is within tolerance (INC's verdict)."""
         assert self.baseline is not None, "set_baseline first"
         score = 1.0 - self.tolerance.loss(self.baseline, value) + 1e-12
-        inc_logger = logging.getLogger("neural_compressor")
-        level = inc_logger.level
-        inc_logger.setLevel(logging.WARNING)  # INC prints a table per trial; quantkit renders its own
-        try:
+        with quiet():  # INC prints a table per trial; quantkit renders its own
             self._monitor.add_trial_result(index, score, config)
-        finally:
-            inc_logger.setLevel(level)
         return score >= 1.0 * (1 - self.tolerance.value)
 
     def need_stop(self) -> bool:

@@ -72,6 +72,7 @@ def test_reference_recipe(recipe, tmp_path, torch_accuracy):
     assert [p["label"] for p in preds] == ["spam", "ham"]
 
 
+@pytest.mark.slow
 def test_reference_tune_within_tolerance(tmp_path):
     """recipes/minilm-spam-tune.yaml: the chosen model is within 1% relative, in <= 20 trials."""
     out = tmp_path / "tuned"
@@ -87,3 +88,25 @@ def test_reference_tune_within_tolerance(tmp_path):
     assert chosen["passed"] and chosen["metric"] == pytest.approx(report["quantized"]["value"], abs=1e-9)
     assert (out / "tuning.png").is_file() and (out / "trials.db").is_file()
     assert report["result"]["size_ratio"] <= 0.30
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe", ["minilm-spam-inc-static.yaml", "minilm-spam-qat.yaml"])
+def test_reference_neural_compressor(recipe, tmp_path):
+    """Intel Neural Compressor PTQ and QAT: ONNX folder loadable by Optimum, int8 weights, <= 0.35 of FP32."""
+    out = tmp_path / "out"
+    report = _run(recipe, out)
+    assert report["quantized"]["value"] >= 0.945
+    assert report["result"]["size_ratio"] <= 0.35
+    graph = graph_summary(out / "model.onnx")
+    assert graph["initializer_types"]["INT8"] >= 37 and graph["ops"]["DequantizeLinear"] >= 37
+    if "qat" in recipe:
+        training = report["quantization"]["training"]
+        assert training["steps"] > 0 and 0 < training["last_loss"] < 10
+
+    from optimum.onnxruntime import ORTModelForSequenceClassification
+    from transformers import AutoTokenizer, pipeline
+
+    clf = pipeline("text-classification", model=ORTModelForSequenceClassification.from_pretrained(out),
+                   tokenizer=AutoTokenizer.from_pretrained(out))
+    assert [p["label"] for p in clf(["WIN a FREE prize now!!! click here to claim your cash"])] == ["spam"]
