@@ -28,7 +28,7 @@ import numpy as np
 from ..errors import ExportValidationError, QuantizationError
 from ..logs import quiet
 from ..qat import dynamic_shapes, example_inputs, input_names, train_qat
-from ..qdq import fold_constant_weight_qdq, quantize_gather_weights, strip_metadata
+from ..qdq import fold_constant_weight_qdq, fold_dq_transpose, quantize_gather_weights, strip_metadata
 from . import BACKENDS, Backend, QuantizeRequest
 
 logger = logging.getLogger(__name__)
@@ -93,6 +93,10 @@ def export_quantized(
     program.save(str(raw))
     proto = onnx.load(str(raw))
     proto, stats = fold_constant_weight_qdq(proto)
+    # aten.linear lowers to Transpose(W) -> MatMul; storing W pre-transposed lets ONNX Runtime fuse
+    # DequantizeLinear -> MatMul into its int8 kernels
+    proto, transposed = fold_dq_transpose(proto)
+    stats.update(transposed)
     strip_metadata(proto)
     onnx.checker.check_model(proto)
     onnx.save(proto, str(path))
