@@ -27,7 +27,15 @@ from .spec import QATSpec
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["QATResult", "dynamic_shapes", "example_inputs", "prepare_qat", "train_qat", "INPUT_ORDER"]
+__all__ = [
+    "QATResult",
+    "dynamic_shapes",
+    "example_inputs",
+    "prepare_qat",
+    "set_attention_dropout",
+    "train_qat",
+    "INPUT_ORDER",
+]
 
 INPUT_ORDER = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -88,6 +96,32 @@ def prepare_qat(model: Any, example: tuple[Any, ...], dyn: dict[str, Any]) -> An
     quantizer = X86InductorQuantizer()
     quantizer.set_global(get_default_x86_inductor_quantization_config(is_qat=True))
     return prepare_qat_pt2e(graph, quantizer)
+
+
+def set_attention_dropout(graph: Any, p: float | dict[str, float]) -> dict[str, float]:
+    """Set ``dropout_p`` of the scaled-dot-product-attention nodes; return the previous values.
+
+    A model exported in train mode bakes attention dropout into the SDPA call, and torchao's
+    ``move_exported_model_to_eval`` only rewrites ``aten.dropout`` nodes: without this the
+    converted model (and its ONNX export) would drop attention weights at inference. ``p`` is
+    one value for every node, or the mapping returned by an earlier call (to restore it).
+    """
+    import torch
+
+    previous: dict[str, float] = {}
+    for node in graph.graph.nodes:
+        if node.op != "call_function" or node.target != torch.ops.aten.scaled_dot_product_attention.default:
+            continue
+        new = p.get(node.name, 0.0) if isinstance(p, dict) else p
+        if "dropout_p" in node.kwargs:
+            previous[node.name] = float(node.kwargs["dropout_p"])
+            node.kwargs = {**node.kwargs, "dropout_p": new}
+        elif len(node.args) > 4:
+            previous[node.name] = float(node.args[4])
+            node.args = (*node.args[:4], new, *node.args[5:])
+    if previous:
+        graph.recompile()
+    return previous
 
 
 def _freeze(model: Any, patterns: list[str], named: dict[str, str]) -> list[str]:
@@ -246,7 +280,9 @@ def train_qat(
                 es = spec.early_stopping
                 if holdout is not None and es is not None and step % es.eval_every == 0:
                     move_exported_model_to_eval(prepared)
+                    attention_p = set_attention_dropout(prepared, 0.0)
                     acc = _accuracy(prepared, holdout, names, spec.batch_size * 2)
+                    set_attention_dropout(prepared, attention_p)
                     move_exported_model_to_train(prepared)
                     result.holdout_accuracy.append((step, acc))
                     logger.info("QAT step %d: loss %.4f, held-out accuracy %.4f", step, loss.item(), acc)
@@ -273,6 +309,7 @@ def train_qat(
         if bar is not None:
             bar.close()
     move_exported_model_to_eval(prepared)
+    set_attention_dropout(prepared, 0.0)
     result.model = convert_pt2e(prepared)
     result.steps = step
     result.seconds = time.perf_counter() - start_time

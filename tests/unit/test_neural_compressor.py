@@ -146,3 +146,25 @@ def test_qat_section_needs_qat_approach():
         parse_spec({**_spec({}), "qat": {"steps": 3}})
     spec = parse_spec({**_spec({"approach": "qat", "backend": "neural-compressor"}), "qat": {"epochs": 2}})
     assert spec.qat.total_steps(100) == 2 * 7
+
+
+def test_qat_model_is_deterministic_after_conversion(tiny_loaded, train_data):
+    """Attention dropout baked into SDPA at export must be off once trained (and during held-out eval)."""
+    from torchao.quantization.pt2e import move_exported_model_to_eval
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
+
+    from quantkit.qat import set_attention_dropout
+
+    names = input_names(train_data)
+    prepared = prepare_qat(copy.deepcopy(tiny_loaded.model), example_inputs(train_data), dynamic_shapes(names, 128))
+    before = set_attention_dropout(prepared, 0.0)
+    assert before and all(p > 0 for p in before.values())  # BERT's attention dropout (0.1) was baked in
+    assert set_attention_dropout(prepared, before) == {k: 0.0 for k in before}  # restores
+    move_exported_model_to_eval(prepared)
+    set_attention_dropout(prepared, 0.0)
+    converted = convert_pt2e(prepared)
+    x = [torch.from_numpy(v) for v in train_data.batch(0, 8, names).values()]
+    with torch.inference_mode():
+        a, b = converted(*x), converted(*x)
+    a, b = (a[0] if isinstance(a, (tuple, list)) else a.logits), (b[0] if isinstance(b, (tuple, list)) else b.logits)
+    assert torch.equal(a, b)
