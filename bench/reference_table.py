@@ -55,6 +55,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", type=Path, default=REPO / "out" / "bench")
+    parser.add_argument("--include", action="append", default=[], metavar="NAME=DIR",
+                        help="also compare an existing artifact folder (e.g. a QAT run)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     console = Console(width=160)
@@ -75,6 +77,10 @@ def main() -> None:
         result = quantizer.quantize(recipe, output_dir=out_dir, overwrite=True, progress=False)
         models[name] = result.model_path
         console.print(f"{name}: quantized and evaluated in {result.report['timings']['total_s']:.0f}s")
+
+    for item in args.include:
+        name, _, folder = item.partition("=")
+        models[name] = Path(folder).resolve() / "model.onnx"
 
     spec = load_spec(RECIPES["quantkit dynamic"])
     data = load_text_dataset(spec.data.evaluation, loaded.tokenizer, key="data.evaluation",
