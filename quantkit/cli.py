@@ -34,7 +34,7 @@ err = Console(stderr=True)
 _state: dict[str, Any] = {"debug": False}
 
 #: Third-party loggers that are chatty at INFO/WARNING about things users cannot act on.
-_NOISY = ("torchao", "torch", "torch.utils._pytree", "neural_compressor", "transformers", "optimum", "onnxruntime", "root", "datasets", "evaluate", "urllib3")
+_NOISY = ("torchao", "torch", "torch.utils._pytree", "torch.onnx", "neural_compressor", "transformers", "optimum", "onnxruntime", "root", "datasets", "evaluate", "urllib3")
 
 
 def _configure_logging(verbose: int, debug: bool) -> None:

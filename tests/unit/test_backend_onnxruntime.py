@@ -123,7 +123,7 @@ def test_per_channel_weights_have_one_scale_per_column(tiny_fp32, tmp_path):
 
 
 def test_static_without_calibration_is_refused(tiny_fp32, tmp_path):
-    with pytest.raises(QuantizationError, match="calibration data"):
+    with pytest.raises(QuantizationError, match="static quantization needs data.calibration"):
         _quantize(tiny_fp32, tmp_path, approach="static")
 
 
