@@ -92,14 +92,17 @@ def preprocess(src: Path, dst: Path) -> Path:
     Falls back to fewer steps when a step fails (e.g. symbolic inference on an exotic
     graph) and returns the path actually to quantize.
     """
+    # Symbolic shape inference is skipped: it fails on optimum's BERT-family exports ("Incomplete
+    # symbolic shape inference") and, failing, leaves a <uuid>.data file in the working directory.
+    # The steps run inside the destination's folder so that no stray file can land anywhere else.
     attempts = [
-        {},
         {"skip_symbolic_shape": True},
         {"skip_symbolic_shape": True, "skip_optimization": True},
     ]
     for kwargs in attempts:
         try:
-            quant_pre_process(str(src), str(dst), **kwargs)
+            with contextlib.chdir(dst.parent):
+                quant_pre_process(str(src), str(dst), **kwargs)
             return dst
         except Exception as exc:  # noqa: BLE001 - pre-processing is best effort
             logger.info("quantization pre-processing %s failed (%s); retrying with less", kwargs, exc)

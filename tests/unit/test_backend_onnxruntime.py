@@ -155,3 +155,13 @@ def test_graph_summary_counts_quantized_weights(tiny_fp32):
     assert summary["quantized_weights"] == 0
     assert summary["initializer_types"]["FLOAT"] > 10
     assert summary["size_bytes"] == tiny_fp32.path.stat().st_size
+
+
+def test_quantization_leaves_no_stray_files_in_the_working_directory(tiny_fp32, tiny_data, tmp_path, monkeypatch):
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    _quantize(tiny_fp32, tmp_path / "w", approach="dynamic")
+    _quantize(tiny_fp32, tmp_path / "s", tiny_data["train"], approach="static",
+              calibration={"num_samples": 16, "batch_size": 8})
+    assert list(cwd.iterdir()) == []
