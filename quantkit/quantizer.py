@@ -235,7 +235,8 @@ class Quantizer:
             quantized = backend.quantize(
                 fp32, spec.quantization, work / "quantized" / "model.onnx",
                 calibration=calibration if calibration is not None or not backend.needs_torch else evaluation,
-                workdir=work, progress=progress, loaded=self.loaded, qat=spec.qat, state_dir=state,
+                workdir=work, progress=progress, loaded=self.loaded, qat=spec.qat,
+                state_dir=state if backend.needs_torch else None,
             )
             t = lap("quantize_s", t)
             result = self._finish(spec, target, overwrite, progress, fp32, quantized, backend, evaluation,
