@@ -13,10 +13,15 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import (
     ArtifactError,
+    ArtifactNotFoundError,
     DataError,
     EvaluationError,
     ExportError,
     ExportValidationError,
+    HubAuthError,
+    HubError,
+    HubNotFoundError,
+    HubRepoIdError,
     ModelLoadError,
     OutputExistsError,
     QuantizationError,
@@ -55,6 +60,11 @@ __all__ = [
     "OutputExistsError",
     "RegistryError",
     "ToleranceNotMetError",
+    "ArtifactNotFoundError",
+    "HubError",
+    "HubAuthError",
+    "HubNotFoundError",
+    "HubRepoIdError",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover

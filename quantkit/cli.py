@@ -140,6 +140,8 @@ def _render(result: Any) -> None:
         for node in tuning["fallback_nodes"]:
             out.print(f"  kept in FP32: {node['node']} (+{node['metric_gain']:.4f} metric)", highlight=False)
     out.print(f"artifacts: {result.output_dir}")
+    if getattr(result, "push", None) is not None:
+        out.print(f"hub: {result.push.url}" + (" (already up to date)" if result.push.up_to_date else ""), highlight=False)
 
 
 _ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="The YAML spec.", dir_okay=False)]
@@ -196,6 +198,39 @@ def tune(
     Exit code 3 when no candidate is within tolerance (the closest one is saved anyway).
     """
     _run(config, model, output, overwrite, progress, tune=True)
+
+
+# --------------------------------------------------------------------------- push (issue #6)
+@app.command()
+def push(
+    folder: Annotated[Path, typer.Argument(help="Artifact folder written by quantize/tune.")],
+    repo_id: Annotated[str, typer.Option("--repo-id", help="Hub model repo, owner/name (created if missing).")],
+    private: Annotated[bool, typer.Option("--private", help="Create the repo private (an existing repo keeps its visibility).")] = False,
+    revision: Annotated[str | None, typer.Option("--revision", help="Branch to push to (created from main if missing).")] = None,
+    commit_message: Annotated[str | None, typer.Option("--commit-message", help="Commit message.")] = None,
+    create_pr: Annotated[bool, typer.Option("--create-pr", help="Open a pull request instead of committing.")] = False,
+    base_model: Annotated[str | None, typer.Option("--base-model", help="Hub id of the FP32 model, for the card (default: from the report when it is a Hub id).")] = None,
+) -> None:
+    """Push an artifact folder to the Hugging Face Hub with a model card generated from its report.
+
+    The token comes from HF_TOKEN or `huggingface-cli login`; HF_ENDPOINT selects the Hub.
+    Only changed files are committed; the folder is not modified. Exit code 2: bad input or credentials.
+    """
+    try:
+        from .hub import push_artifact
+
+        result = push_artifact(folder, repo_id, private=private, revision=revision, commit_message=commit_message,
+                               create_pr=create_pr, base_model=base_model)
+    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - mapped to messages and exit codes
+        _fail(exc)
+    if result.up_to_date:
+        out.print(f"{result.repo_id}@{result.revision} is already up to date: {result.repo_url}", highlight=False)
+    elif result.pr_url:
+        out.print(f"opened a pull request on {result.repo_id} with {len(result.uploaded)} file(s): {result.pr_url}",
+                  highlight=False)
+    else:
+        out.print(f"pushed {len(result.uploaded)} file(s) to {result.repo_id}@{result.revision}: {result.commit_url}",
+                  highlight=False)
 
 
 @app.command()

@@ -24,6 +24,11 @@ __all__ = [
     "OutputExistsError",
     "RegistryError",
     "ToleranceNotMetError",
+    "ArtifactNotFoundError",
+    "HubError",
+    "HubAuthError",
+    "HubNotFoundError",
+    "HubRepoIdError",
 ]
 
 
@@ -137,6 +142,13 @@ class OutputExistsError(ArtifactError, FileExistsError):
     title = "output folder exists"
 
 
+class ArtifactNotFoundError(ArtifactError, FileNotFoundError):
+    """A path or Hub repo that should hold a quantkit artifact folder does not (no ``model.onnx``)."""
+
+    exit_code = 2
+    title = "no quantkit artifact there"
+
+
 class RegistryError(QuantkitError, KeyError):
     """An unknown name was asked of a registry (backend, metric, ...)."""
 
@@ -158,3 +170,39 @@ class ToleranceNotMetError(QuantkitError, RuntimeError):
         self.closest_dir = closest_dir
         self.gap = gap
         super().__init__(message, hint=hint)
+
+
+class HubError(QuantkitError, RuntimeError):
+    """A Hugging Face Hub request failed (after retries for connection errors and 5xx answers).
+
+    Messages name the repo (and revision) concerned and never contain the token.
+    """
+
+    title = "Hugging Face Hub request failed"
+
+    def __init__(self, message: str, *, repo_id: str | None = None, status: int | None = None,
+                 hint: str | None = None) -> None:
+        self.repo_id = repo_id
+        self.status = status
+        super().__init__(message, hint=hint)
+
+
+class HubAuthError(HubError, PermissionError):
+    """The Hub refused the credentials (401) or the permission (403) for a repo."""
+
+    exit_code = 2
+    title = "Hugging Face Hub authentication failed"
+
+
+class HubNotFoundError(HubError, LookupError):
+    """The repo or revision does not exist on the Hub (or is private and the token cannot see it)."""
+
+    exit_code = 2
+    title = "not found on the Hugging Face Hub"
+
+
+class HubRepoIdError(HubError, ValueError):
+    """A Hub repo id is not of the form ``owner/name``."""
+
+    exit_code = 2
+    title = "invalid Hub repo id"

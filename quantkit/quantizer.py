@@ -49,6 +49,8 @@ class QuantizationResult:
     fp32: ModelEvaluation
     quantized: ModelEvaluation
     report: dict[str, Any] = field(repr=False)
+    #: What the spec's ``hub: {push: true}`` (or :meth:`push_to_hub`) pushed, if anything.
+    push: Any | None = field(default=None, repr=False)
 
     @property
     def tuning(self) -> dict[str, Any] | None:
@@ -78,6 +80,63 @@ class QuantizationResult:
     @property
     def size_ratio(self) -> float:
         return self.quantized.size_bytes / self.fp32.size_bytes
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        private: bool = False,
+        revision: str | None = None,
+        commit_message: str | None = None,
+        create_pr: bool = False,
+        base_model: str | None = None,
+        token: str | None = None,
+    ) -> Any:
+        """Push the artifact folder to the Hub repo ``repo_id`` with a model card generated from the report.
+
+        Only changed files are committed (no commit when nothing changed); the folder is not modified.
+        ``token`` defaults to ``HF_TOKEN`` / the stored login. Returns a :class:`quantkit.hub.PushResult`.
+        """
+        from .hub import push_artifact
+
+        self.push = push_artifact(
+            self.output_dir, repo_id, private=private, revision=revision, commit_message=commit_message,
+            create_pr=create_pr, base_model=base_model, token=token,
+        )
+        return self.push
+
+    @classmethod
+    def from_pretrained(
+        cls, path_or_repo_id: str | Path, *, revision: str | None = None, token: str | None = None
+    ) -> "QuantizationResult":
+        """Load a quantized artifact (a local folder, or a Hub repo id pushed by quantkit) from its report.
+
+        The numbers come from ``quantkit_report.json``; per-example predictions are not stored, so
+        ``fp32.predictions`` / ``quantized.predictions`` are empty.
+        """
+        import numpy as np
+
+        from .errors import ArtifactNotFoundError
+        from .evaluation import RuntimeStats
+        from .hub import resolve_artifact
+
+        folder = resolve_artifact(path_or_repo_id, revision, token=token)
+        if not (folder / REPORT_FILE).is_file():
+            raise ArtifactNotFoundError(f"{path_or_repo_id} has no {REPORT_FILE}: not written by quantkit")
+        report = json.loads((folder / REPORT_FILE).read_text(encoding="utf-8"))
+        known = set(RuntimeStats.__dataclass_fields__)
+
+        def evaluation(key: str, path: Path) -> ModelEvaluation:
+            d = report[key]
+            latency = d.get("latency")
+            runtime = RuntimeStats(**{k: v for k, v in latency.items() if k in known}) if latency else None
+            return ModelEvaluation(label=d.get("label", key), path=path, metric=d["metric"], value=d["value"],
+                                   size_bytes=d["size_bytes"], runtime=runtime, eval_s=d.get("eval_s", 0.0),
+                                   predictions=np.empty(0))
+
+        base = Path(str(report.get("model", {}).get("name_or_path", "")))
+        return cls(output_dir=folder, fp32=evaluation("fp32", base),
+                   quantized=evaluation("quantized", folder / "model.onnx"), report=report)
 
     def summary_rows(self) -> list[tuple[str, str, str, str]]:
         """(row, FP32, quantized, ratio) — the table the CLI prints."""
@@ -122,6 +181,17 @@ class Quantizer:
         )
         return cls(loaded)
 
+    @staticmethod
+    def load_quantized(
+        path_or_repo_id: str | Path, *, revision: str | None = None, token: str | None = None
+    ) -> QuantizationResult:
+        """Load a model quantized by quantkit, from its artifact folder or the Hub repo it was pushed to.
+
+        >>> result = Quantizer.load_quantized("my-org/minilm-spam-int8")   # doctest: +SKIP
+        >>> result.model_path, result.relative_drop                        # doctest: +SKIP
+        """
+        return QuantizationResult.from_pretrained(path_or_repo_id, revision=revision, token=token)
+
     @classmethod
     def from_spec(cls, spec: QuantizationSpec) -> "Quantizer":
         """Load the model named in ``spec.model``."""
@@ -145,8 +215,8 @@ class Quantizer:
         """
         spec, target, overwrite, factory = self._prepare(spec, output_dir, overwrite, progress)
         if spec.tuning is not None:
-            return self._tune(spec, target, overwrite, factory, None)
-        return self._run(spec, target, overwrite, factory)
+            return self._push_if_asked(spec, self._tune(spec, target, overwrite, factory, None))
+        return self._push_if_asked(spec, self._run(spec, target, overwrite, factory))
 
     def tune(
         self,
@@ -166,7 +236,24 @@ class Quantizer:
         spec, target, overwrite, factory = self._prepare(spec, output_dir, overwrite, progress)
         if spec.tuning is None:
             spec = spec.with_overrides(tuning={})
-        return self._tune(spec, target, overwrite, factory, on_trial)
+        return self._push_if_asked(spec, self._tune(spec, target, overwrite, factory, on_trial))
+
+    @staticmethod
+    def _push_if_asked(spec: QuantizationSpec, result: QuantizationResult) -> QuantizationResult:
+        """``hub: {push: true}``: push the finished artifact folder; a failed push keeps it and says how to retry."""
+        hub = spec.hub
+        if hub is None or not hub.push:
+            return result
+        from .errors import HubError
+
+        try:
+            result.push_to_hub(hub.repo_id, private=hub.private, revision=hub.revision,
+                               commit_message=hub.commit_message, create_pr=hub.create_pr)
+        except HubError as exc:
+            retry = f"quantkit push {result.output_dir} --repo-id {hub.repo_id}"
+            raise type(exc)(f"{exc}. The artifacts are saved in {result.output_dir}; retry the upload with "
+                            f"`{retry}`", repo_id=exc.repo_id, status=exc.status, hint=exc.hint) from None
+        return result
 
     def _prepare(
         self,

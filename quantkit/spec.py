@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,7 +34,9 @@ __all__ = [
     "ToleranceSpec",
     "FallbackSpec",
     "TuningSpec",
+    "HubSpec",
     "QuantizationSpec",
+    "validate_repo_id",
     "load_spec",
     "parse_spec",
     "spec_json_schema",
@@ -436,6 +439,45 @@ class TuningSpec(_Spec):
         return space
 
 
+# --------------------------------------------------------------------------- hub
+_REPO_PART = r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?"
+_REPO_ID = re.compile(rf"^{_REPO_PART}/{_REPO_PART}$")
+
+
+def validate_repo_id(value: str) -> str:
+    """Return ``value`` if it is a Hub model repo id ``owner/name``; raise ValueError saying why not.
+
+    Follows the Hub's rules: letters, digits, ``-``, ``_`` and ``.``, starting and ending with a letter
+    or digit, no ``--`` or ``..``, a name of at most 96 characters.
+    """
+    if not isinstance(value, str) or not _REPO_ID.match(value) or "--" in value or ".." in value:
+        raise ValueError(
+            f"{value!r} is not a Hub repo id; expected owner/name (letters, digits, '-', '_', '.'; "
+            "no '--' or '..'), e.g. my-org/minilm-spam-int8"
+        )
+    if len(value.split("/")[1]) > 96:
+        raise ValueError(f"{value!r} is not a Hub repo id; the name part is longer than 96 characters")
+    return value
+
+
+class HubSpec(_Spec):
+    repo_id: str = Field(description="Hugging Face Hub model repo to push to, `owner/name`.")
+    private: bool = Field(False, description="Create the repo private (an existing repo keeps its visibility).")
+    revision: str | None = Field(
+        None, min_length=1, description="Branch to push to (created from main when missing); default main."
+    )
+    push: bool = Field(False, description="Push the artifact folder after a successful quantize/tune.")
+    commit_message: str | None = Field(
+        None, min_length=1, description="Commit message (default: one naming the approach and the metric)."
+    )
+    create_pr: bool = Field(False, description="Open a pull request instead of committing to the branch.")
+
+    @field_validator("repo_id")
+    @classmethod
+    def _check_repo_id(cls, v: str) -> str:
+        return validate_repo_id(v)
+
+
 # --------------------------------------------------------------------------- whole file
 class QuantizationSpec(_Spec):
     spec_version: Literal[1] = Field(description="Version of this spec format; currently 1.")
@@ -448,6 +490,9 @@ class QuantizationSpec(_Spec):
     qat: QATSpec | None = Field(None, description="Quantization-aware training (quantization.approach: qat).")
     tuning: TuningSpec | None = Field(
         None, description="Accuracy-tolerance search; when present, `quantize` tunes."
+    )
+    hub: HubSpec | None = Field(
+        None, description="Hugging Face Hub repo for `quantkit push`; with `push: true`, pushed after a successful run."
     )
 
     @model_validator(mode="after")
