@@ -190,6 +190,16 @@ BAD_SPECS: list[tuple[str, dict[str, Any] | str, str, str]] = [
     ("empty-file", "", "", "the file is empty"),
     ("comments-only-file", "# nothing here\n", "", "the file is empty"),
     ("invalid-yaml", "spec_version: 1\ndata:\n  evaluation: [path: val.jsonl\n", "", "invalid YAML: line 4"),
+    ("hub-repo-id-without-owner", {"hub.repo_id": "minilm-int8"}, "hub.repo_id",
+     "'minilm-int8' is not a Hub repo id; expected owner/name"),
+    ("hub-repo-id-double-dash", {"hub.repo_id": "my--org/minilm"}, "hub.repo_id", "is not a Hub repo id"),
+    ("hub-repo-id-three-parts", {"hub.repo_id": "a/b/c"}, "hub.repo_id", "is not a Hub repo id"),
+    ("hub-missing-repo-id", {"hub.push": True}, "hub.repo_id", "required key is missing"),
+    ("hub-unknown-key", {"hub": {"repo_id": "me/m", "privte": True}}, "hub.privte",
+     "unknown key; did you mean 'private'?"),
+    ("hub-push-not-bool", {"hub": {"repo_id": "me/m", "push": "later"}}, "hub.push",
+     "expected true or false, got 'later'"),
+    ("hub-empty-revision", {"hub": {"repo_id": "me/m", "revision": ""}}, "hub.revision", "at least 1 character"),
 ]
 
 
@@ -261,6 +271,21 @@ def test_all_problems_are_reported_together(tmp_path: Path) -> None:
     for path in paths:
         assert where(path) in message
     assert len(message.splitlines()) == len(err.issues)
+
+
+def test_hub_section_is_validated_and_optional(tmp_path: Path) -> None:
+    assert load_spec(write_spec(tmp_path, make_spec())).hub is None
+    raw = make_spec({"hub": {"repo_id": "my-org/minilm-spam.int8_v2", "private": True, "revision": "int8",
+                             "push": True, "commit_message": "int8", "create_pr": False}})
+    hub = load_spec(write_spec(tmp_path, raw)).hub
+    assert hub is not None
+    assert (hub.repo_id, hub.private, hub.revision, hub.push, hub.commit_message, hub.create_pr) == (
+        "my-org/minilm-spam.int8_v2", True, "int8", True, "int8", False)
+    defaults = load_spec(write_spec(tmp_path, make_spec({"hub.repo_id": "me/m"}))).hub
+    assert (defaults.private, defaults.revision, defaults.push, defaults.create_pr) == (False, None, False, False)
+    schema = spec_json_schema()
+    assert schema["$defs"]["HubSpec"]["additionalProperties"] is False
+    assert schema["$defs"]["HubSpec"]["required"] == ["repo_id"]
 
 
 # --------------------------------------------------------------------------- 5. schema
