@@ -418,3 +418,45 @@ def test_token_never_appears_in_uploads_logs_or_messages(hub, artifact, caplog):
 def test_retry_policy_backoff_is_exponential_and_capped():
     assert list(RetryPolicy(attempts=6, initial_delay=1.0, max_delay=4.0).delays()) == [1.0, 2.0, 4.0, 4.0, 4.0]
     assert list(RetryPolicy(attempts=1).delays()) == []
+
+
+def test_local_file_matches_lfs_and_regular_remote_entries(tmp_path):
+    from huggingface_hub.hf_api import RepoFile
+
+    from quantkit.hub import LocalFile
+
+    data = b"\x08\x01onnx bytes" * 100
+    (tmp_path / "model.onnx").write_bytes(data)
+    local = LocalFile.from_path("model.onnx", tmp_path / "model.onnx")
+    in_memory = LocalFile.from_bytes("model.onnx", data)
+    assert (local.size, local.sha256, local.git_sha1) == (in_memory.size, in_memory.sha256, git_sha1(data))
+    lfs = {"oid": local.sha256, "size": len(data), "pointerSize": 134}  # the Hub's tree entry of an LFS file
+    assert local.same_as(RepoFile(path="model.onnx", size=len(data), oid="pointer-oid", lfs=lfs))
+    assert not local.same_as(RepoFile(path="model.onnx", size=len(data), oid="x", lfs={**lfs, "oid": "0" * 64}))
+    assert local.same_as(RepoFile(path="model.onnx", size=len(data), oid=git_sha1(data)))
+    assert not local.same_as(RepoFile(path="model.onnx", size=len(data) + 1, oid=git_sha1(data)))
+    assert not local.same_as(None)
+
+
+def test_failed_push_after_quantize_keeps_the_artifacts_and_says_how_to_retry(hub, auto_pushed):
+    from quantkit.spec import parse_spec
+
+    result = auto_pushed[0]
+    spec = parse_spec({**result.report["spec"], "hub": {"repo_id": REPO, "push": True}})
+    hub.fail(401)
+    with pytest.raises(HubAuthError) as info:
+        Quantizer._push_if_asked(spec, result)
+    message = str(info.value)
+    assert f"quantkit push {result.output_dir} --repo-id {REPO}" in message and info.value.exit_code == 2
+    assert (result.output_dir / "model.onnx").is_file()
+    hub.reset()
+    no_push = parse_spec({**result.report["spec"], "hub": {"repo_id": REPO, "push": False}})
+    assert Quantizer._push_if_asked(no_push, result) is result and hub.requests == []
+
+
+def test_cli_summary_shows_where_it_was_pushed(auto_pushed):
+    from quantkit import cli
+
+    with cli.out.capture() as captured:
+        cli._render(auto_pushed[0])
+    assert f"hub: {auto_pushed[0].push.commit_url}" in captured.get().replace("\n", "")
