@@ -175,7 +175,18 @@ class Quantizer:
         trust_remote_code: bool = False,
         **load_options: Any,
     ) -> "Quantizer":
-        """Load a Hub model id or local folder with the transformers Auto classes."""
+        """Load a Hub model id or local folder with the transformers Auto classes.
+
+        An artifact folder quantkit wrote is already quantized: load that with :meth:`load_quantized`.
+        """
+        if (Path(str(name_or_path)).expanduser() / REPORT_FILE).is_file():
+            from .errors import ModelLoadError
+
+            raise ModelLoadError(
+                f"{name_or_path} is a model quantized by quantkit, not a model to quantize",
+                hint="load it with Quantizer.load_quantized(...) or ORTModelFor*.from_pretrained(...); to quantize "
+                "again, start from its base model (model.name_or_path in quantkit_report.json)",
+            )
         loaded = load_model(
             str(name_or_path), task=task, revision=revision, trust_remote_code=trust_remote_code, **load_options
         )

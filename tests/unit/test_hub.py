@@ -463,3 +463,12 @@ def test_cli_summary_shows_where_it_was_pushed(auto_pushed):
     with cli.out.capture() as captured:
         cli._render(auto_pushed[0])
     assert f"hub: {auto_pushed[0].push.commit_url}" in captured.get().replace("\n", "")
+
+
+def test_quantizer_from_pretrained_points_an_artifact_to_load_quantized(artifact):
+    from quantkit.errors import ModelLoadError
+
+    with pytest.raises(ModelLoadError, match="quantized by quantkit") as info:
+        Quantizer.from_pretrained(artifact)
+    assert "load_quantized" in info.value.hint and info.value.exit_code == 2
+    assert Quantizer.load_quantized(artifact).output_dir == artifact
