@@ -93,7 +93,7 @@ class OnnxTrialRunner:
                 hits += int(np.sum(p == references[start : start + len(p)]))
                 done = start + len(p)
                 best_possible = (hits + (n - done)) / n
-                if hint.higher_is_better and best_possible < hint.required_metric:
+                if hint.higher_is_better and best_possible < hint.required_metric and done < n:
                     return None, f"pruned after {done}/{n} examples: at most {best_possible:.4f} < {hint.required_metric:.4f}"
         predictions = np.concatenate(preds)
         return compute_metric(self.spec.evaluation.metric, predictions, references, average=self.spec.evaluation.average), None

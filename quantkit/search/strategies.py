@@ -164,13 +164,17 @@ class SearchContext:
         return min(done, key=lambda t: (t.loss, self.objective_key(t))) if done else None
 
     def hint(self) -> PruneHint:
-        if not self.prune:
+        """What the next candidate must reach to matter. Nothing is pruned before a candidate passes:
+        until then every candidate is scored in full, because when none passes the closest ones are
+        what ``fallback`` starts from (and what the user is given), and a fallback step is kept when it
+        lowers the loss even if it does not reach the tolerance yet."""
+        best = self.best() if self.prune else None
+        if best is None:
             return PruneHint(higher_is_better=self.tolerance.higher_is_better)
-        best = self.best()
         return PruneHint(
             required_metric=self.tolerance.required(self.baseline.metric),
             higher_is_better=self.tolerance.higher_is_better,
-            max_latency_ms=best.latency_ms if (best is not None and self.objective == "latency") else None,
+            max_latency_ms=best.latency_ms if self.objective == "latency" else None,
         )
 
     # ------------------------------------------------------------------ trials

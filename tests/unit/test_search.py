@@ -263,3 +263,33 @@ def test_fastest_confirms_leading_candidates_side_by_side(tmp_path):
     assert set(runner.confirmed) == {config_hash(A), config_hash(C)}
     assert out.chosen.config_hash == config_hash(A)
     assert "confirmed p50 31.0 ms" in out.chosen.note
+
+
+class AccuracyPruningRunner(ScriptedRunner):
+    """Also prunes like the real runner: a candidate that cannot reach ``hint.required_metric`` gets no metric."""
+
+    def run(self, config, hint):
+        out = super().run(config, hint)
+        if out.status == "ok" and hint.required_metric is not None and out.metric < hint.required_metric:
+            return TrialOutcome("pruned", None, out.latency_ms, 100, note="cannot reach the tolerance")
+        return out
+
+
+def test_nothing_is_pruned_before_a_candidate_passes(tmp_path):
+    """Failing candidates are scored in full while none passes: fallback starts from the closest one, and a
+    fallback step that lowers the loss without reaching the tolerance is kept (not pruned and stepped back)."""
+    effects = {"n_half": (0.012, 1.0), "n_rest": (0.012, 1.0)}
+    runner = AccuracyPruningRunner([(A, (0.96, 50)), (B, (0.95, 40))], baseline=0.99, node_effect=effects)
+    out = run_search("fastest", ctx_for(runner, tmp_path, tol=0.01), [A, B])  # passes at >= 0.9801
+    assert [t.status for t in out.trials if t.origin == "space"] == ["ok", "ok"]
+    assert all(h.required_metric is None for h in runner.hints)
+    assert out.chosen is not None and out.chosen.origin == "fallback"
+    assert sorted(out.chosen.config["nodes_to_exclude"]) == ["n_half", "n_rest"]  # neither passes alone
+    assert len(out.fallback_nodes) == 2
+
+
+def test_failing_candidates_are_pruned_once_one_passes(tmp_path):
+    runner = AccuracyPruningRunner([(A, (0.999, 50)), (B, (0.9, 40))])
+    out = run_search("fastest", ctx_for(runner, tmp_path, tol=0.01), [A, B])
+    assert runner.hints[0].required_metric is None and runner.hints[1].required_metric == pytest.approx(0.99)
+    assert out.trials[1].status == "pruned" and out.chosen.config_hash == config_hash(A)
