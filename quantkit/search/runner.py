@@ -132,7 +132,8 @@ class OnnxTrialRunner:
     def sensitivity(self, config: QuantizationConfig) -> list[tuple[str, float]]:
         samples = self.spec.tuning.fallback.samples if self.spec.tuning else 32
         data = self.evaluation.select(min(samples, len(self.evaluation)))
-        return node_sensitivity(self.fp32.path, self.quantize(config), data, config.op_types, self.workdir)
+        return node_sensitivity(self.fp32.path, self.quantize(config), data, config.op_types, self.workdir,
+                                weights_only_matmul=config.weights_only_matmul, exclude=config.nodes_to_exclude)
 
 
 def _with_outputs(path: Path, names: list[str], dst: Path) -> Path:
@@ -148,15 +149,17 @@ def _with_outputs(path: Path, names: list[str], dst: Path) -> Path:
 
 
 def node_sensitivity(
-    fp32_path: Path, quantized_path: Path, data: TextDataset, op_types: list[str], workdir: Path
+    fp32_path: Path, quantized_path: Path, data: TextDataset, op_types: list[str], workdir: Path, *,
+    weights_only_matmul: bool = False, exclude: list[str] | tuple[str, ...] = (),
 ) -> list[tuple[str, float]]:
     """Rank the FP32 graph's quantizable nodes by the error their quantization adds.
 
-    For every node of ``op_types`` whose input and output tensors exist in both graphs, the
-    score is the normalised MSE of its output (quantized vs FP32, same inputs) minus that of
-    its activation input: the error this node adds on top of what reached it. Most sensitive
-    first. Node names are those of ONNX Runtime's pre-processed graph, which the backend
-    quantizes, so they can go straight into ``nodes_to_exclude``.
+    For every node of ``op_types`` that the config quantizes (not in ``exclude``; with
+    ``weights_only_matmul``, only MatMuls whose second input is a weight) and whose tensors exist
+    in both graphs, the score is the normalised MSE of its output (quantized vs FP32, same
+    inputs) minus that of its worst activation input: the error this node adds on top of what
+    reached it. Most sensitive first. Node names are those of ONNX Runtime's pre-processed graph,
+    which the backend quantizes, so they can go straight into ``nodes_to_exclude``.
     """
     import onnx
     import onnxruntime as ort
@@ -170,16 +173,19 @@ def node_sensitivity(
     q_graph = onnx.load(str(quantized_path), load_external_data=False).graph
     inits = {i.name for i in ref_graph.initializer}
     q_tensors = {t for n in q_graph.node for t in (*n.input, *n.output)}
-    nodes = []
+    skip = set(exclude)
+    nodes: list[tuple[str, list[str], str]] = []
     for node in ref_graph.node:
-        if node.op_type not in op_types or not node.name:
+        if node.op_type not in op_types or not node.name or node.name in skip:
             continue
-        acts = [t for t in node.input if t and t not in inits]
+        if weights_only_matmul and node.op_type == "MatMul" and (len(node.input) < 2 or node.input[1] not in inits):
+            continue  # activation x activation: left in FP32 by this config, nothing to fall back
+        acts = [t for t in node.input if t and t not in inits and t in q_tensors]
         if node.output[0] in q_tensors:
-            nodes.append((node.name, acts[0] if acts and acts[0] in q_tensors else None, node.output[0]))
+            nodes.append((node.name, acts, node.output[0]))
     if not nodes:
         return []
-    tensors = sorted({t for _, i, o in nodes for t in (i, o) if t})
+    tensors = sorted({t for _, ins, o in nodes for t in (*ins, o)})
     ref = ort.InferenceSession(str(_with_outputs(pre, tensors, work / "ref.onnx")), providers=["CPUExecutionProvider"])
     qnt = ort.InferenceSession(str(_with_outputs(quantized_path, tensors, work / "q.onnx")),
                                providers=["CPUExecutionProvider"])
@@ -199,7 +205,7 @@ def node_sensitivity(
             return 0.0
         return err[t][0] / err[t][1]
 
-    scores = [(name, nmse(out) - nmse(inp)) for name, inp, out in nodes]
+    scores = [(name, nmse(out) - max((nmse(i) for i in ins), default=0.0)) for name, ins, out in nodes]
     scores.sort(key=lambda x: -x[1])
     logger.info("most sensitive nodes: %s", scores[:5])
     return scores

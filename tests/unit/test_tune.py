@@ -117,3 +117,32 @@ def test_sensitivity_ranks_nodes_of_the_preprocessed_graph(tiny_loaded, tiny_fp3
         workdir=tmp_path,
     )
     assert q2.summary["ops"]["MatMul"] == 1
+
+
+def test_sensitivity_ranks_only_nodes_the_config_quantizes(tiny_loaded, tiny_fp32, tiny_data_dir, tmp_path):
+    """With weights_only_matmul the attention products stay FP32, and excluded nodes are already FP32:
+    neither is worth a fallback trial."""
+    import onnx
+
+    from quantkit.backends import get_backend
+    from quantkit.backends.onnxruntime import preprocess
+    from quantkit.data import load_text_dataset
+    from quantkit.search.runner import node_sensitivity
+    from quantkit.spec import DatasetSpec, QuantizationConfig
+
+    data = load_text_dataset(DatasetSpec(path=str(tiny_data_dir / "validation.jsonl")), tiny_loaded.tokenizer,
+                             key="data.evaluation", max_length=32, padding="max_length",
+                             model_config=tiny_loaded.config)
+    graph = onnx.load(str(preprocess(tiny_fp32.path, tmp_path / "pre.onnx"))).graph
+    inits = {i.name for i in graph.initializer}
+    weight_matmuls = {n.name for n in graph.node if n.op_type == "MatMul" and n.input[1] in inits}
+    attention = {n.name for n in graph.node if n.op_type == "MatMul"} - weight_matmuls
+    assert weight_matmuls and attention
+    config = QuantizationConfig(op_types=["MatMul"], per_channel=False, weights_only_matmul=True)
+    q = get_backend("onnxruntime").quantize(tiny_fp32, config, tmp_path / "q.onnx", workdir=tmp_path)
+    ranked = node_sensitivity(tiny_fp32.path, q.path, data.select(8), ["MatMul"], tmp_path, weights_only_matmul=True)
+    assert {name for name, _ in ranked} == weight_matmuls
+    first = ranked[0][0]
+    again = node_sensitivity(tiny_fp32.path, q.path, data.select(8), ["MatMul"], tmp_path, weights_only_matmul=True,
+                             exclude=[first])
+    assert {name for name, _ in again} == weight_matmuls - {first}
