@@ -174,6 +174,7 @@ class NeuralCompressorBackend(Backend):
             result = train_qat(model, data, request.qat or QATSpec(), max_positions=max_positions,
                                state_dir=request.state_dir, progress=request.progress)
             converted = result.model
+            every = max(1, -(-len(result.losses) // 1000))  # the curve keeps at most 1000 points
             self.details["training"] = {
                 "steps": result.steps,
                 "resumed_from": result.resumed_from,
@@ -182,6 +183,8 @@ class NeuralCompressorBackend(Backend):
                 "first_loss": result.losses[0] if result.losses else None,
                 "last_loss": result.losses[-1] if result.losses else None,
                 "holdout_accuracy": result.holdout_accuracy,
+                "losses": [round(x, 5) for x in result.losses[::every]],  # training loss at steps 1, 1+every, ...
+                "loss_every": every,
             }
         else:
             from neural_compressor.torch.export import export

@@ -116,6 +116,7 @@ def test_qat_backend_exports_onnx_matching_converted_model(tiny_loaded, tiny_fp3
     q = backend.quantize(tiny_fp32, config, tmp_path / "model.onnx", calibration=train_data, workdir=tmp_path,
                          loaded=tiny_loaded, qat=QATSpec(steps=4, batch_size=16, num_workers=0, early_stopping=None))
     assert q.details["training"]["steps"] == 4
+    assert len(q.details["training"]["losses"]) == 4 and q.details["training"]["loss_every"] == 1
     assert q.summary["initializer_types"]["INT8"] >= 2 * 6
     assert np.isfinite(_logits(q.path, train_data)).all()
 
