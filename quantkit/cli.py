@@ -256,6 +256,53 @@ def backends() -> None:
         out.print(name)
 
 
+@app.command()
+def env(
+    hardware: Annotated[str, typer.Option("--hardware", help="A target to show defaults for (default: auto = this CPU).")] = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+) -> None:
+    """Show this CPU's int8 features, the hardware target quantkit picks and its quantization defaults."""
+    import json as _json
+
+    from .artifacts import package_versions
+    from .errors import SpecError, SpecIssue
+    from .hardware import TARGETS, hardware_profile
+
+    try:
+        if hardware != "auto" and hardware not in TARGETS:
+            raise SpecError([SpecIssue(None, "hardware", f"{hardware!r} is not auto or one of {', '.join(TARGETS)}")])
+        profile = hardware_profile(hardware)
+    except Exception as exc:  # noqa: BLE001
+        _fail(exc)
+    data = profile.to_dict()
+    data["int8_outlook"] = {a: profile.int8_outlook(a) for a in ("dynamic", "static")}
+    data["packages"] = package_versions()
+    if as_json:
+        out.print_json(_json.dumps(data))
+        return
+    cpu = profile.cpu
+    table = Table(title="CPU", show_header=False)
+    table.add_row("model", cpu.model)
+    table.add_row("arch", cpu.arch)
+    table.add_row("cores", f"{cpu.physical_cores or '?'} physical, {cpu.logical_cores} logical")
+    table.add_row("caches", ", ".join(f"{k} {v // 1024} KiB" for k, v in cpu.caches.items()) or "unknown")
+    table.add_row("int8/bf16 features", " ".join(cpu.features) or "none")
+    table.add_row("VNNI", "yes" if cpu.has_vnni else "no")
+    table.add_row("detected target", data["detected_target"])
+    out.print(table)
+    defaults = Table(title=f"quantization defaults for target {profile.target} ({profile.source})")
+    defaults.add_column("field")
+    defaults.add_column("value")
+    defaults.add_column("why")
+    for key, value in profile.defaults.items():
+        defaults.add_row(key, str(value), profile.reasons.get(key, ""))
+    out.print(defaults)
+    for approach, note in data["int8_outlook"].items():
+        if note:
+            out.print(f"[yellow]{approach}:[/] {note}", highlight=False)
+    out.print("packages: " + ", ".join(f"{k} {v}" for k, v in data["packages"].items()), highlight=False)
+
+
 def main() -> None:
     app()
 

@@ -116,7 +116,8 @@ def _ort_level(src: Path, dst: Path, level: str) -> None:
     ort.InferenceSession(str(src), so, providers=["CPUExecutionProvider"])
 
 
-def _transformer(src: Path, dst: Path, model_type: str, config: Any) -> None:
+def _transformer(src: Path, dst: Path, model_type: str, config: Any, fuse_embeddings: bool) -> None:
+    from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
 
     family = ort_model_type(model_type)
@@ -127,7 +128,11 @@ def _transformer(src: Path, dst: Path, model_type: str, config: Any) -> None:
             hint="use export.optimize: extended (or auto)",
         )
     heads, hidden = _heads_and_hidden(config)
-    optimized = optimize_model(str(src), model_type=family, num_heads=heads, hidden_size=hidden)
+    options = FusionOptions(family)
+    # EmbedLayerNormalization swallows the embedding Gathers: keep them when they are to be quantized.
+    options.enable_embed_layer_norm = fuse_embeddings
+    optimized = optimize_model(str(src), model_type=family, num_heads=heads, hidden_size=hidden,
+                               optimization_options=options)
     optimized.save_model_to_file(str(dst))
 
 
@@ -140,10 +145,12 @@ def optimize_graph(
     model_config: Any,
     atol: float,
     validate: bool = True,
+    fuse_embeddings: bool = True,
 ) -> tuple[ExportedModel, dict[str, Any]]:
     """Optimize ``fp32`` at ``level`` into ``output_dir/model.onnx``; return it with a report section.
 
-    ``level`` must be resolved (not ``auto``). ``none`` returns ``fp32`` unchanged. Raises
+    ``level`` must be resolved (not ``auto``). ``none`` returns ``fp32`` unchanged.
+    ``fuse_embeddings=False`` keeps the embedding ``Gather`` nodes (to quantize them). Raises
     :class:`ExportValidationError` when the optimized model drifts from the unfused one by
     more than ``atol``.
     """
@@ -159,7 +166,7 @@ def optimize_graph(
     dst = output_dir / "model.onnx"
     try:
         if level == "transformer":
-            _transformer(fp32.path, dst, model_type or "", model_config)
+            _transformer(fp32.path, dst, model_type or "", model_config, fuse_embeddings)
         else:
             _ort_level(fp32.path, dst, level)
     except ExportError:

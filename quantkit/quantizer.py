@@ -324,6 +324,7 @@ class Quantizer:
         optimized, section = optimize_graph(
             fp32, resolved, workdir / f"fp32-{resolved}", model_type=self.loaded.model_type,
             model_config=self.loaded.config, atol=spec.export.optimize_atol,
+            fuse_embeddings="Gather" not in config.op_types,
         )
         section["requested"] = level or spec.export.optimize
         return optimized, section
