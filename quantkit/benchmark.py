@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import numbers
 import platform
 import time
 from collections import Counter
@@ -186,8 +187,8 @@ class BenchmarkResult:
         ax.set_xlabel("sequence length (tokens)")
         ax.set_ylabel("p50 latency (ms)" + (", log scale" if log_y else ""))
         cpu = self.environment.get("cpu", {}).get("model", "")
-        ax.set_title(f"quantkit benchmark: p50 latency · {self.settings.get('threads')} thread(s)" + (f" · {cpu}" if cpu else ""),
-                     fontsize=10)
+        title = f"quantkit benchmark: p50 latency · {self.settings.get('threads')} thread(s)"
+        ax.set_title(title + (f" · {cpu}" if cpu else ""), fontsize=10)
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8, loc="best")
         fig.tight_layout()
@@ -332,10 +333,10 @@ def _positive_ints(name: str, values: Sequence[int]) -> list[int]:
     values = list(values)
     if not values:
         raise BenchmarkError(f"no {name} given")
-    bad = [v for v in values if isinstance(v, bool) or not isinstance(v, int) or v < 1]
+    bad = [v for v in values if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1]
     if bad:
         raise BenchmarkError(f"{name} must be positive integers, got {', '.join(map(repr, bad))}")
-    return list(dict.fromkeys(values))  # unique, in the given order
+    return list(dict.fromkeys(int(v) for v in values))  # unique, in the given order
 
 
 def _check_settings(threads: int | None, warmup: int, repeats: int, rounds: int) -> None:

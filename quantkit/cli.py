@@ -288,12 +288,13 @@ def _render_benchmark(result: Any) -> None:
 @app.command()
 def benchmark(
     models: Annotated[list[str], typer.Argument(
-        help="Artifact folders (their fp32/model.onnx is timed too), ONNX export folders, .onnx files or Hub repo ids.",
+        help="Artifact folders (their fp32/model.onnx is timed too), ONNX export folders, .onnx files or "
+        "Hub repo ids.",
         metavar="DIR", show_default=False)],
     batch: Annotated[str, typer.Option("--batch", "-b", help="Batch sizes, comma-separated.")] = "1,8",
     seq: Annotated[str, typer.Option("--seq", "-s", help="Sequence lengths, comma-separated.")] = "32,128,256",
-    threads: Annotated[int | None, typer.Option("--threads", "-t", min=1,
-                                                help="ONNX Runtime intra-op threads (default: physical cores).")] = None,
+    threads: Annotated[int | None, typer.Option(
+        "--threads", "-t", min=1, help="ONNX Runtime intra-op threads (default: physical cores).")] = None,
     warmup: Annotated[int, typer.Option("--warmup", min=0, help="Untimed runs before timing.")] = 5,
     repeats: Annotated[int, typer.Option("--repeats", min=3, help="Timed runs per round.")] = 30,
     rounds: Annotated[int, typer.Option("--rounds", min=1, max=10,

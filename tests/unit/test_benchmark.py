@@ -168,6 +168,38 @@ def test_missing_or_wrong_paths(tmp_path):
         resolve_models([str(tmp_path / "missing")])
 
 
+@pytest.fixture
+def local_hub(tmp_path, monkeypatch):
+    """The local Hub of tests/hubserver.py with huggingface_hub pointed at it (as in test_hub.py)."""
+    from hubserver import HubServer
+    from huggingface_hub import constants, file_download
+    from huggingface_hub.utils import reset_sessions
+
+    server = HubServer().start()
+    template = server.url + "/{repo_id}/resolve/{revision}/{filename}"
+    monkeypatch.setenv("HF_ENDPOINT", server.url)
+    monkeypatch.setattr(constants, "ENDPOINT", server.url)
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", template)
+    monkeypatch.setattr(file_download, "HUGGINGFACE_CO_URL_TEMPLATE", template)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-login-token"))
+    reset_sessions()
+    yield server
+    reset_sessions()
+    server.stop()
+
+
+def test_hub_repo_id_with_fp32_baseline(local_hub, artifact, tmp_path):
+    files = {p.relative_to(artifact).as_posix(): p.read_bytes() for p in artifact.rglob("*") if p.is_file()}
+    local_hub.add_repo("quantkit-tests/bench-int8", files)
+    result = benchmark(["quantkit-tests/bench-int8"], batch_sizes=[1], sequence_lengths=[8], **FAST)
+    assert [r.model for r in result.rows] == ["quantkit-tests/bench-int8", "quantkit-tests/bench-int8 (fp32)"]
+    int8, fp32 = result.rows
+    assert int8.vs_fp32 == pytest.approx(int8.p50_ms / fp32.p50_ms, rel=1e-12)
+    assert Path(fp32.path).parts[-2:] == ("fp32", "model.onnx")
+
+
 # --------------------------------------------------------------------------- the CLI
 def test_cli_table_and_files(artifact, tmp_path):
     out = tmp_path / "o"
