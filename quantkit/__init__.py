@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import (
     ArtifactError,
     ArtifactNotFoundError,
+    BenchmarkError,
     DataError,
     EvaluationError,
     ExportError,
@@ -65,6 +66,7 @@ __all__ = [
     "HubAuthError",
     "HubNotFoundError",
     "HubRepoIdError",
+    "BenchmarkError",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -233,6 +233,108 @@ def push(
                   highlight=False)
 
 
+# --------------------------------------------------------------------------- benchmark (issue #5, part 4)
+def _int_list(value: str, option: str) -> list[int]:
+    """``"1,8"`` -> ``[1, 8]``; anything else is a usage error (exit code 2)."""
+    items = [v.strip() for v in value.split(",")]
+    if not all(v.isdigit() and int(v) > 0 for v in items):
+        raise typer.BadParameter(
+            f"{value!r}: expected positive integers separated by commas, e.g. 1,8", param_hint=f"'{option}'"
+        )
+    return [int(v) for v in items]
+
+
+def _render_benchmark(result: Any) -> None:
+    from rich import box
+
+    def fmt(value: float) -> str:
+        return f"{value:,.0f}" if value >= 1000 else f"{value:.1f}" if value >= 10 else f"{value:.2f}"
+
+    table = Table(title="quantkit benchmark: latency in ms, shape = batch×sequence", title_justify="left",
+                  box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    width = max(len(r.model) for r in result.rows)
+    table.add_column("model", overflow="fold", min_width=min(width, 24))
+    for col in ("shape", "p50", "p90", "p99", "ex/s", "RSS MB", "load s", "vs FP32"):
+        table.add_column(col, justify="right", no_wrap=True)
+    shape = None
+    for row in result.rows:
+        if shape is not None and shape != (row.batch_size, row.sequence_length):
+            table.add_section()
+        shape = (row.batch_size, row.sequence_length)
+        if row.vs_fp32 is None:
+            vs = "-"
+        elif row.baseline is None:
+            vs = "baseline"
+        else:
+            vs = f"{row.vs_fp32:.2f}x"
+        table.add_row(row.model, f"{row.batch_size}×{row.sequence_length}", fmt(row.p50_ms), fmt(row.p90_ms),
+                      fmt(row.p99_ms), fmt(row.throughput), f"{row.peak_rss_mb:.0f}", f"{row.load_s:.2f}", vs)
+    out.print(table)
+    s = result.settings
+    cpu = result.environment.get("cpu", {}).get("model")
+    out.print(
+        f"{s['threads']} thread(s) · {s['warmup']} warmup + {s['repeats']} timed runs per round, best of "
+        f"{s['rounds']} round(s) · ex/s at p50 · RSS MB = peak resident memory of the process",
+        highlight=False,
+    )
+    notes = ["vs FP32 = p50 / p50 of the folder's fp32/model.onnx (below 1 is faster)"] if any(
+        r.baseline for r in result.rows) else []
+    out.print(" · ".join(notes + ([f"CPU: {cpu}"] if cpu else [])), highlight=False)
+    written = [str(p) for p in (result.json_path, result.plot_path) if p is not None]
+    if written:
+        out.print(f"wrote {' and '.join(written)}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def benchmark(
+    models: Annotated[list[str], typer.Argument(
+        help="Artifact folders (their fp32/model.onnx is timed too), ONNX export folders, .onnx files or "
+        "Hub repo ids.",
+        metavar="DIR", show_default=False)],
+    batch: Annotated[str, typer.Option("--batch", "-b", help="Batch sizes, comma-separated.")] = "1,8",
+    seq: Annotated[str, typer.Option("--seq", "-s", help="Sequence lengths, comma-separated.")] = "32,128,256",
+    threads: Annotated[int | None, typer.Option(
+        "--threads", "-t", min=1, help="ONNX Runtime intra-op threads (default: physical cores).")] = None,
+    warmup: Annotated[int, typer.Option("--warmup", min=0, help="Untimed runs before timing.")] = 5,
+    repeats: Annotated[int, typer.Option("--repeats", min=3, help="Timed runs per round.")] = 30,
+    rounds: Annotated[int, typer.Option("--rounds", min=1, max=10,
+                                        help="Fresh-process rounds, models interleaved; each keeps its best.")] = 2,
+    fp32: Annotated[bool, typer.Option("--fp32/--no-fp32", help="Also time each folder's fp32/model.onnx.")] = True,
+    output: Annotated[Path | None, typer.Option("--output", "-o", file_okay=False,
+                                                help="Folder for benchmark.json and benchmark.png "
+                                                "(default: ./benchmark-YYYYMMDD-HHMMSS).")] = None,
+    log_y: Annotated[bool, typer.Option("--log-y", help="Logarithmic latency axis in benchmark.png.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the JSON result instead of the table.")] = False,
+) -> None:
+    """Latency (p50/p90/p99), throughput, peak RSS and load time of each model at each batch × sequence length.
+
+    Each measurement runs in a fresh process; models are interleaved round by round. Writes benchmark.json
+    and benchmark.png (p50 latency vs sequence length per model and batch) to --output.
+
+    Exit code 2: a missing folder, a bad list, or a sequence length above a model's max_position_embeddings.
+    """
+    import time
+
+    batch_sizes = _int_list(batch, "--batch")
+    sequence_lengths = _int_list(seq, "--seq")
+    output = output if output is not None else Path(f"benchmark-{time.strftime('%Y%m%d-%H%M%S')}")
+    try:
+        from .benchmark import benchmark as run_benchmark
+
+        with err.status("benchmarking (a fresh process per model, shape and round) ..."):
+            result = run_benchmark(models, batch_sizes=batch_sizes, sequence_lengths=sequence_lengths,
+                                   threads=threads, warmup=warmup, repeats=repeats, rounds=rounds,
+                                   include_fp32=fp32, output_dir=output, log_y=log_y)
+    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - mapped to messages and exit codes
+        _fail(exc)
+    if as_json:
+        import json
+
+        sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n")
+    else:
+        _render_benchmark(result)
+
+
 @app.command()
 def schema(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file instead of stdout.")] = None,

@@ -29,6 +29,7 @@ __all__ = [
     "HubAuthError",
     "HubNotFoundError",
     "HubRepoIdError",
+    "BenchmarkError",
 ]
 
 
@@ -206,3 +207,10 @@ class HubRepoIdError(HubError, ValueError):
 
     exit_code = 2
     title = "invalid Hub repo id"
+
+
+class BenchmarkError(QuantkitError, ValueError):
+    """Benchmark settings that cannot run: a sequence length above a model's limit, a non-positive size, ..."""
+
+    exit_code = 2
+    title = "invalid benchmark settings"
