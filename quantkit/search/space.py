@@ -104,6 +104,8 @@ def _apply(base: QuantizationConfig, values: dict[str, Any]) -> QuantizationConf
         for key in STATIC_ONLY_FIELDS:
             data[key] = None if key != "activation_type" else "uint8"
         data["calibration"] = base.calibration.model_dump(mode="json")  # unused by dynamic: keep one variant
+    if data.get("optimize") == "auto" and not (data.get("approach") == "dynamic" and data.get("backend") == "onnxruntime"):
+        data["optimize"] = "none"  # what auto resolves to there (quantkit.fusion.resolve_level): one candidate, not two
     return type(base).model_validate(data)
 
 

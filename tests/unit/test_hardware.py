@@ -29,18 +29,18 @@ def _cpu(flags: str, arch: str = "x86_64") -> CpuInfo:
 
 
 @pytest.mark.parametrize(
-    ("flags", "arch", "target", "weight", "activation", "vnni"),
+    ("flags", "arch", "target", "weight", "activation", "reduce_range", "vnni"),
     [
-        (SAPPHIRE, "x86_64", "amx", "int8", "uint8", True),
-        (CASCADE, "x86_64", "avx512_vnni", "int8", "uint8", True),
-        (ALDER, "x86_64", "avx_vnni", "int8", "uint8", True),
-        (SKYLAKE, "x86_64", "avx512", "uint8", "uint8", False),
-        (ZEN2, "x86_64", "avx2", "uint8", "uint8", False),
-        ("fp asimd asimddp i8mm bf16", "aarch64", "arm64", "int8", "int8", False),
-        (OLD, "x86_64", "generic", "uint8", "uint8", False),
+        (SAPPHIRE, "x86_64", "amx", "int8", "uint8", False, True),
+        (CASCADE, "x86_64", "avx512_vnni", "int8", "uint8", False, True),
+        (ALDER, "x86_64", "avx_vnni", "int8", "uint8", False, True),
+        (SKYLAKE, "x86_64", "avx512", "int8", "uint8", True, False),
+        (ZEN2, "x86_64", "avx2", "int8", "uint8", True, False),
+        ("fp asimd asimddp i8mm bf16", "aarch64", "arm64", "int8", "int8", False, False),
+        (OLD, "x86_64", "generic", "int8", "uint8", True, False),
     ],
 )
-def test_isa_to_defaults(flags, arch, target, weight, activation, vnni):
+def test_isa_to_defaults(flags, arch, target, weight, activation, reduce_range, vnni):
     cpu = _cpu(flags, arch)
     assert detect_target(cpu) == target
     assert cpu.has_vnni is vnni or target == "arm64"
@@ -48,7 +48,7 @@ def test_isa_to_defaults(flags, arch, target, weight, activation, vnni):
     assert profile.target == target and profile.source == "detected"
     assert profile.defaults["weight_type"] == weight
     assert profile.defaults["activation_type"] == activation
-    assert profile.defaults["reduce_range"] is False and profile.defaults["per_channel"] is True
+    assert profile.defaults["reduce_range"] is reduce_range and profile.defaults["per_channel"] is True
     assert profile.defaults["format"] == "qdq"
     assert all(profile.reasons[k] for k in profile.defaults)
     static = QuantizationConfig(approach="static")
@@ -69,25 +69,27 @@ def test_int8_outlook_warns_where_int8_will_not_pay():
 
 def test_user_settings_win_over_hardware_defaults():
     profile = hardware_profile("auto", _cpu(ZEN2))
-    config = QuantizationConfig(approach="static", weight_type="int8", reduce_range=True)
+    config = QuantizationConfig(approach="static", weight_type="uint8", reduce_range=False)
     resolved, chosen = resolve_quantization(config, profile)
-    assert resolved.weight_type == "int8" and resolved.reduce_range is True
+    assert resolved.weight_type == "uint8" and resolved.reduce_range is False
     assert "weight_type" not in chosen and "reduce_range" not in chosen
     assert chosen == {"format": "qdq"}  # the only unset field whose default differs on avx2
+    _, unset = resolve_quantization(QuantizationConfig(approach="static"), profile)
+    assert unset == {"reduce_range": True, "format": "qdq"}
 
 
 def test_spec_fields_set_survive_yaml_and_overrides(tmp_path):
     spec = parse_spec({
         "spec_version": 1, "hardware": "avx512_vnni",
-        "quantization": {"approach": "static", "weight_type": "uint8"},
+        "quantization": {"approach": "static", "weight_type": "uint8"},  # the target says int8
         "data": {"calibration": {"path": "x.jsonl"}, "evaluation": {"path": "x.jsonl"}},
     })
     spec = spec.with_overrides(**{"output.dir": str(tmp_path / "o")})
     assert spec.quantization.model_fields_set >= {"approach", "weight_type"}
     assert "reduce_range" not in spec.quantization.model_fields_set
     resolved, chosen = resolve_quantization(spec.quantization, hardware_profile(spec.hardware, _cpu(ZEN2)))
-    assert resolved.weight_type == "uint8"  # set by the user, kept although the target says int8
-    assert "weight_type" not in chosen
+    assert resolved.weight_type == "uint8"  # set by the user, kept
+    assert "weight_type" not in chosen and resolved.reduce_range is False  # VNNI: no reduce_range
 
 
 def test_explicit_target_and_mismatch():

@@ -259,6 +259,9 @@ def test_space_varies_graph_optimization():
     assert len({config_hash(c) for c in configs}) == len(configs)  # the level is part of the identity
     assert "optimize=transformer" in describe_config(configs[-1].model_dump(mode="json"))
     assert "optimize" not in describe_config(SearchPoint().model_dump(mode="json"))
+    mixed = expand_space(BASE, {"approach": ["dynamic", "static"], "export.optimize": ["auto", "none"]})
+    assert sorted((c.approach, c.optimize) for c in mixed) == [
+        ("dynamic", "auto"), ("dynamic", "none"), ("static", "none")]  # static: auto resolves to none
 
 
 def test_strategy_registry():
