@@ -19,6 +19,7 @@ from .errors import (
     ExportValidationError,
     ModelLoadError,
     OutputExistsError,
+    PreflightError,
     QuantizationError,
     QuantkitError,
     RegistryError,
@@ -34,6 +35,7 @@ _LAZY = {
     "QuantizationSpec": "quantkit.spec",
     "load_spec": "quantkit.spec",
     "parse_spec": "quantkit.spec",
+    "run_checks": "quantkit.checks",
 }
 
 __all__ = [
@@ -55,10 +57,13 @@ __all__ = [
     "OutputExistsError",
     "RegistryError",
     "ToleranceNotMetError",
+    "PreflightError",
+    "run_checks",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
     from .quantizer import QuantizationResult, Quantizer
+    from .checks import run_checks
     from .spec import QuantizationSpec, load_spec, parse_spec
 
 
