@@ -224,8 +224,10 @@ def _render_check(report: Any) -> None:
 
     if report.problems:
         table = Table(title=f"quantkit check: {report.spec_file or 'spec'}", title_justify="left", show_lines=True)
-        for col in ("", "key path", "problem", "fix"):
-            table.add_column(col, overflow="fold")
+        table.add_column("")
+        table.add_column("key path", no_wrap=True)
+        table.add_column("problem", overflow="fold", ratio=3)
+        table.add_column("fix", overflow="fold", ratio=2)
         for p in report.problems:
             style = "bold red" if p.severity == "error" else "yellow"
             table.add_row(Text(p.severity, style=style), Text(p.key_path or "-"), Text(p.message), Text(p.hint or ""))

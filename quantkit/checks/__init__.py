@@ -120,8 +120,8 @@ def run_checks(
         try:
             spec = load_spec(path)
         except SpecError as exc:
-            report.problems += [Problem(i.path, i.message, None, "error", i.file or report.spec_file, "spec")
-                                for i in exc.issues]
+            report.problems += [Problem(i.path, i.message, "fix the spec (its schema: `quantkit schema`)", "error",
+                                        i.file or report.spec_file, "spec") for i in exc.issues]
             report.problems += _raw_path_problems(path, report.spec_file)
             report.checks_run.append("spec")
             report.duration_s = time.perf_counter() - started

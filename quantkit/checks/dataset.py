@@ -328,11 +328,13 @@ def check_metric(ctx: CheckContext) -> list[Problem]:
     problems: list[Problem] = []
     if num_labels == 1 and not defn.regression:
         problems.append(error("evaluation.metric", f"{ev.metric!r} scores class predictions, but the model is a "
-                              "regressor (num_labels 1); expected pearson or spearman"))
+                              "regressor (num_labels 1); expected pearson or spearman",
+                              "set evaluation.metric: pearson (or spearman), or use a classification model"))
     elif num_labels > 1 and defn.regression:
         problems.append(error("evaluation.metric", f"{ev.metric!r} scores regression, but the model classifies into "
                               f"{num_labels} classes; expected accuracy, f1, precision, recall, matthews_correlation "
-                              "or agreement"))
+                              "or agreement", "set evaluation.metric: accuracy (or f1, ...), or use a regression "
+                              "model (num_labels 1)"))
     elif defn.averaged and ev.average == "binary" and num_labels > 2:
         problems.append(error("evaluation.average", f"'binary' {ev.metric} needs 2 classes but the model has "
                               f"{num_labels}; expected macro, micro or weighted",
@@ -362,6 +364,10 @@ def tokenized_sample(ctx: CheckContext) -> Memo:
             return Memo(None)
         from ..data import encode
 
+        max_length = ctx.spec.data.max_length
+        limit = getattr(tok, "model_max_length", None)
+        if isinstance(limit, int) and 0 < limit < max_length:
+            max_length = limit  # too long a max_length is data.max_length's problem, not the pipeline's
         if view is not None and view.table is not None and all(c in view.columns for c in ds.text_columns):
             n = min(PROBE_ROWS, view.num_rows)
             rows = {c: view.column(c, n) for c in ds.text_columns}
@@ -374,7 +380,7 @@ def tokenized_sample(ctx: CheckContext) -> Memo:
             start = time.perf_counter()
             try:
                 enc = encode(sample, tok, ds.model_copy(update={"label_column": None}), key="data.evaluation",
-                             max_length=ctx.spec.data.max_length, padding=ctx.spec.data.padding)
+                             max_length=max_length, padding=ctx.spec.data.padding)
             except Exception as exc:  # noqa: BLE001 - reported by shapes.inputs
                 return Memo(None, [error("data.evaluation.text_columns", f"the tokenization pipeline fails on rows "
                                          f"of {view.path if view else ds.path}: {type(exc).__name__}: {exc}")])

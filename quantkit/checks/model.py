@@ -277,7 +277,7 @@ def check_task(ctx: CheckContext) -> list[Problem]:
     if task not in EVALUATED_TASKS:
         problems.append(error("model.task", f"{task!r} cannot be evaluated yet; quantkit evaluates "
                               f"{', '.join(EVALUATED_TASKS)} models", "use a sequence-classification model"))
-    elif ctx.spec.model.task and ctx.loaded is None:
+    if ctx.spec.model.task and ctx.loaded is None:
         from ..errors import SpecError
         from ..models import infer_task
 
