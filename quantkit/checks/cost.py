@@ -249,7 +249,9 @@ def check_disk(ctx: CheckContext) -> list[Problem]:
     else:
         needs[tmp_base] = fp32 * (3 if ctx.static_used else 2) + int8
         if out_base is not None:
-            needs[out_base] = needs.get(out_base, 0) + int8 * (2 if ctx.overwrite else 1) + 20 * MB
+            keep_fp32 = getattr(ctx.spec.output, "keep_fp32", False)  # output.keep_fp32, where the spec has it
+            needs[out_base] = needs.get(out_base, 0) + (int8 + (fp32 if keep_fp32 else 0)) * (
+                2 if ctx.overwrite else 1) + 20 * MB
     by_device: dict[int, tuple[Path, int, int]] = {}
     for base, need in needs.items():
         try:
@@ -415,8 +417,26 @@ def check_int8_speed(ctx: CheckContext) -> list[Problem]:
     ctx.add_estimate("int8_speed", f"int8 MatMul {speedup:.1f}x the speed of FP32 on this CPU ({cpu.model}; "
                      f"{isa}; {vnni}){note}", speedup=speedup, has_vnni=cpu.has_vnni, features=list(cpu.features),
                      fp32_gflops=probe["fp32_gflops"], int8_gflops=probe["int8_gflops"])
+    problems: list[Problem] = []
+    outlook = _target_outlook(ctx)
+    if outlook:
+        problems.append(warning("quantization.approach", outlook, "see the hardware target's defaults"))
     if speedup < 1.1:
-        return [warning("quantization.approach", f"int8 is not expected to be faster on this CPU: the probe ran int8 "
-                        f"MatMul at {speedup:.2f}x FP32 ({isa}; {vnni}); expect a smaller model, not a faster one",
-                        "run on a CPU with AVX512-VNNI/AVX-VNNI/AMX for int8 speed-ups")]
-    return []
+        problems.append(warning("quantization.approach", f"int8 is not expected to be faster on this CPU: the probe "
+                                f"ran int8 MatMul at {speedup:.2f}x FP32 ({isa}; {vnni}); expect a smaller model, not "
+                                "a faster one", "run on a CPU with AVX512-VNNI/AVX-VNNI/AMX for int8 speed-ups"))
+    return problems
+
+
+def _target_outlook(ctx: CheckContext) -> str | None:
+    """The hardware target's int8 outlook (``quantkit.hardware.hardware_profile``, issue #5) when it exists."""
+    try:
+        from ..hardware import hardware_profile  # type: ignore[attr-defined]
+    except ImportError:  # a quantkit without hardware targets: the probe alone decides
+        return None
+    try:
+        profile = hardware_profile(getattr(ctx.spec, "hardware", "auto"))
+        return profile.int8_outlook(ctx.spec.quantization.approach)
+    except Exception as exc:  # noqa: BLE001 - an unknown target is the spec's problem
+        logger.debug("hardware profile unavailable: %s", exc)
+        return None

@@ -19,7 +19,7 @@ from typing import Any
 from ..spec import DatasetSpec
 from .base import CheckContext, Memo, Problem, check, error, warning
 from .files import dataset_entries
-from .model import get_config, get_tokenizer, max_positions
+from .model import get_config, get_tokenizer, max_positions, relative_positions
 
 __all__ = ["TableView", "get_rows", "rows_used", "tokenized_sample"]
 
@@ -268,16 +268,28 @@ def check_max_length(ctx: CheckContext) -> list[Problem]:
     spec = ctx.spec
     if limit is not None:
         what = f"the model's max_position_embeddings {limit}"
+        soft = relative_positions(config)  # rotary/relative positions: longer inputs run, quality may drop
+        make = warning if soft else error
+        why = "(rotary/relative positions: it runs, but beyond the trained length)" if soft else \
+            "longer inputs index past the position embedding table"
         if spec.data.max_length > limit:
-            problems.append(error("data.max_length", f"{spec.data.max_length} exceeds {what}: longer inputs "
-                                  "index past the position embedding table",
-                                  f"set data.max_length to at most {limit}"))
+            problems.append(make("data.max_length", f"{spec.data.max_length} exceeds {what}: {why}",
+                                 f"set data.max_length to at most {limit}"))
         tl = spec.tuning.latency if spec.tuning is not None else None
         if tl is not None and tl.sequence_length is not None and tl.sequence_length > limit:
-            problems.append(error("tuning.latency.sequence_length", f"{tl.sequence_length} exceeds {what}",
-                                  f"set it to at most {limit}"))
+            problems.append(make("tuning.latency.sequence_length", f"{tl.sequence_length} exceeds {what}",
+                                 f"set it to at most {limit}"))
+        if soft:
+            limit = None  # not a hard cap for the checks below
     tok = get_tokenizer(ctx).value
     tok_max = getattr(tok, "model_max_length", None) if tok is not None else None
+    grid = getattr(spec.evaluation, "shapes", None)  # evaluation.shapes grid, where the spec has it
+    if grid is not None:
+        cap = min(x for x in (limit, tok_max if isinstance(tok_max, int) and tok_max < 10**6 else None, 10**9) if x)
+        too_long = [s for s in grid.sequence_lengths if s > cap]
+        if too_long:
+            problems.append(error("evaluation.shapes.sequence_lengths", f"{too_long} exceed the longest sequence the "
+                                  f"model and tokenizer take ({cap})", f"keep the grid's lengths at most {cap}"))
     binding = limit is None or tok_max is None or tok_max < limit or spec.data.max_length <= limit
     if isinstance(tok_max, int) and tok_max < 10**6 and spec.data.max_length > tok_max and binding:
         problems.append(error("data.max_length", f"{spec.data.max_length} exceeds the tokenizer's model_max_length "
@@ -306,11 +318,12 @@ def check_calibration_data(ctx: CheckContext) -> list[Problem]:
     if spec.tuning is not None:
         wanted += [v for v in spec.tuning.space.get("calibration.num_samples", []) if isinstance(v, int)]
     available = rows_used(cal, view)
-    if available and max(wanted) > available:
+    if available and max(wanted) > available:  # quantize goes on with what there is: a warning
         key = "quantization.calibration.num_samples" if wanted[0] > available else "tuning.space.calibration.num_samples"
-        problems.append(error(key, f"asks for {max(wanted)} calibration samples but data.calibration "
-                              f"({view.path}{f', limit {cal.limit}' if cal.limit else ''}) provides {available} rows",
-                              f"lower it to at most {available}, or give more calibration rows"))
+        problems.append(warning(key, f"asks for {max(wanted)} calibration samples but data.calibration "
+                                f"({view.path}{f', limit {cal.limit}' if cal.limit else ''}) provides {available} "
+                                f"rows: only {available} will be used",
+                                f"lower it to at most {available}, or give more calibration rows"))
     return problems
 
 

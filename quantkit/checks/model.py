@@ -13,7 +13,8 @@ from .files import is_local_model, weight_files
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["get_config", "get_task", "get_tokenizer", "model_size", "ModelSize", "max_positions", "hidden_dims"]
+__all__ = ["get_config", "get_task", "get_tokenizer", "model_size", "ModelSize", "max_positions", "hidden_dims",
+           "relative_positions"]
 
 
 # --------------------------------------------------------------------------- memoised facts
@@ -152,8 +153,14 @@ def hidden_dims(config: Any) -> dict[str, int] | None:
 _OFFSET_POSITIONS = {"roberta", "xlm-roberta", "camembert", "data2vec-text", "longformer", "ibert", "markuplm"}
 
 
+def relative_positions(config: Any) -> bool:
+    """Whether positions are rotary/relative (longer inputs still run; max_position_embeddings is advisory)."""
+    return (getattr(config, "rope_theta", None) is not None or getattr(config, "position_biased_input", True) is False
+            or "rotary" in str(getattr(config, "position_embedding_type", "")))
+
+
 def max_positions(config: Any) -> int | None:
-    """Longest sequence the position embeddings cover, or None (relative/rotary positions: no limit here)."""
+    """Longest sequence the position embeddings cover, or None when the config does not say."""
     for name in ("max_position_embeddings", "n_positions", "max_seq_len", "max_sequence_length"):
         v = getattr(config, name, None)
         if isinstance(v, int) and v > 0:
@@ -307,13 +314,21 @@ def check_tokenizer(ctx: CheckContext) -> list[Problem]:
     vocab = getattr(config, "vocab_size", None)
     size = len(tok)
     name = ctx.model_name
+    base = getattr(tok, "vocab_size", size)  # without added tokens
     if isinstance(vocab, int) and vocab > 0:
-        if size > vocab:
+        if base > vocab:
             problems.append(error(
                 "model.name_or_path",
                 f"the tokenizer of {name} has {size} tokens but the model's vocab_size is {vocab}: ids >= {vocab} "
                 "would index past the embedding table (a tokenizer of another model?)",
                 "use the tokenizer the model was trained with (same folder as the weights)",
+            ))
+        elif size > vocab:
+            problems.append(warning(
+                "model.name_or_path",
+                f"the tokenizer of {name} has {size - base} added token(s) with ids >= the model's vocab_size "
+                f"{vocab}: text containing them would index past the embedding table",
+                "resize the model's embeddings to the tokenizer (model.resize_token_embeddings) and save it",
             ))
         elif size < 0.9 * vocab and vocab - size > 128:
             problems.append(warning(

@@ -125,6 +125,9 @@ def check_fixed_axes(ctx: CheckContext) -> list[Problem]:
             users.append(("tuning.latency.batch_size", spec.tuning.latency.batch_size))
         if ctx.static_used:
             users.append(("quantization.calibration.batch_size", spec.quantization.calibration.batch_size))
+        grid = getattr(spec.evaluation, "shapes", None)  # evaluation.shapes grid, where the spec has it
+        if grid is not None:
+            users += [("evaluation.shapes.batch_sizes", b) for b in grid.batch_sizes]
         for key, value in users:
             if value != size:
                 problems.append(error(key, f"{value}, but the graph's batch axis is fixed at {size} "
@@ -143,6 +146,9 @@ def check_fixed_axes(ctx: CheckContext) -> list[Problem]:
         lat = [("evaluation.latency.sequence_length", spec.evaluation.latency.sequence_length)]
         if spec.tuning is not None and spec.tuning.latency is not None:
             lat.append(("tuning.latency.sequence_length", spec.tuning.latency.sequence_length))
+        grid = getattr(spec.evaluation, "shapes", None)
+        if grid is not None:
+            lat += [("evaluation.shapes.sequence_lengths", s) for s in grid.sequence_lengths]
         for key, value in lat:
             if value is not None and value != size:
                 problems.append(error(key, f"{value}, but the graph's sequence axis is fixed at {size} "
