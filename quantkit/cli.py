@@ -86,6 +86,7 @@ def _main(
     debug: Annotated[bool, typer.Option("--debug", help="Debug logs and full tracebacks.")] = False,
 ) -> None:
     _state["debug"] = debug
+    _state["fast_exit"] = False
     _configure_logging(verbose, debug)
 
 
@@ -264,6 +265,7 @@ def check(
         sys.stdout.write(json.dumps(report.to_dict(), indent=2, default=str) + "\n")
     else:
         _render_check(report)
+    _state["fast_exit"] = True
     raise typer.Exit(report.exit_code)
 
 
@@ -291,7 +293,19 @@ def backends() -> None:
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except SystemExit as exc:
+        if _state.get("fast_exit"):
+            # `check` is read-only: skip tearing down torch/transformers/optimum module graphs (seconds of the
+            # check's wall time); exit handlers still run and the streams are flushed.
+            import atexit
+
+            atexit._run_exitfuncs()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(exc.code if isinstance(exc.code, int) else 1)
+        raise
 
 
 if __name__ == "__main__":  # pragma: no cover

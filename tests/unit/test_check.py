@@ -578,6 +578,19 @@ def test_cli_check_json(spec, tmp_path):
     assert {e["name"] for e in report["estimates"]} >= {"disk", "duration", "int8_speed"}
 
 
+def test_cli_entry_point_exit_code_and_flushed_output(spec, tmp_path):
+    """The real entry point (which skips interpreter teardown after `check`) keeps the exit code and output."""
+    import sys
+
+    path = write(tmp_path, spec, {"data.evaluation.label_column": "lbl"})
+    proc = subprocess.run([sys.executable, "-c", "from quantkit.cli import main; main()", "check", "--config",
+                           str(path), "--json"], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    report = json.loads(proc.stdout)
+    assert [p["key_path"] for p in report["problems"] if p["severity"] == "error"] == ["data.evaluation.label_column"]
+
+
 def test_cli_quantize_runs_the_check_first_and_no_check_skips_it(spec, tmp_path):
     path = write(tmp_path, spec, {"data.evaluation.label_column": "lbl", "evaluation.metric": "pearson"})
     out = tmp_path / "o"
