@@ -138,20 +138,19 @@ def _closest(name: str, columns: list[str]) -> str:
 @check("data.files", stage="data")
 def check_parse(ctx: CheckContext) -> list[Problem]:
     """Every dataset file parses and has rows (Hub datasets: the builder info is reachable)."""
-    problems: list[Problem] = []
-    for key, ds in dataset_entries(ctx):
-        memo = get_rows(ctx, key, ds)
-        used = key != "data.calibration" or ctx.calibration_used
-        problems += [p if used else warning(p.key_path, f"{p.message} (not used by this run)", p.hint)
-                     for p in memo.problems]
-    return problems
+    return [p for key, ds in _used_entries(ctx) for p in get_rows(ctx, key, ds).problems]
+
+
+def _used_entries(ctx: CheckContext) -> list[tuple[str, DatasetSpec]]:
+    """The dataset entries this run reads (calibration data only when it calibrates, trains or INC needs it)."""
+    return [(k, ds) for k, ds in dataset_entries(ctx) if k != "data.calibration" or ctx.calibration_used]
 
 
 @check("data.columns", stage="data")
 def check_columns(ctx: CheckContext) -> list[Problem]:
     """The text and label columns named in the spec exist, and text columns hold text."""
     problems: list[Problem] = []
-    for key, ds in dataset_entries(ctx):
+    for key, ds in _used_entries(ctx):
         view = get_rows(ctx, key, ds).value
         if view is None or not view.columns:
             continue
@@ -247,9 +246,9 @@ def check_labels(ctx: CheckContext) -> list[Problem]:
     if config is None:
         return []
     problems: list[Problem] = []
-    for key, ds in dataset_entries(ctx):
-        if ds.label_column is None or (key == "data.calibration" and not ctx.calibration_used):
-            continue  # (quantize reads the labels of every dataset it loads, calibration included)
+    for key, ds in _used_entries(ctx):  # quantize reads the labels of every dataset it loads, calibration too
+        if ds.label_column is None:
+            continue
         view = get_rows(ctx, key, ds).value
         if view is None or (view.columns and ds.label_column not in view.columns):
             continue
@@ -311,9 +310,9 @@ def check_calibration_data(ctx: CheckContext) -> list[Problem]:
                                 f"({Path(cal.path).name}): the measured accuracy will look better than it is",
                                 "calibrate on training data (e.g. a shuffled, limited train split)"))
     view = get_rows(ctx, "data.calibration", cal).value
-    if view is None or not ctx.static_used or spec.quantization.approach == "qat" and not (
-            spec.tuning and "static" in spec.tuning.space.get("approach", [])):
-        return problems
+    static_searched = spec.tuning is not None and "static" in spec.tuning.space.get("approach", [])
+    if view is None or not (spec.quantization.approach == "static" or static_searched):
+        return problems  # only static calibration counts samples (QAT trains on every row)
     wanted = [spec.quantization.calibration.num_samples]
     if spec.tuning is not None:
         wanted += [v for v in spec.tuning.space.get("calibration.num_samples", []) if isinstance(v, int)]

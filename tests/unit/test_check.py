@@ -357,6 +357,15 @@ def test_missing_columns_with_suggestions(spec, tmp_path):
     expect(report, "data.evaluation.label_column", "column 'labels' not in validation.jsonl", "did you mean 'label'")
 
 
+def test_calibration_data_unused_by_dynamic_is_not_checked(spec, tmp_path):
+    report = check(write(tmp_path, spec, {"data.calibration.text_columns": ["body"],
+                                          "data.calibration.path": str(tmp_path / "gone.jsonl")}))
+    expect(report, "data.calibration.path", "file not found", "not used by this run's approach", severity="warning")
+    assert report.ok and len(report.problems) == 1, listing(report)
+    static = check(write(tmp_path, spec, {"data.calibration.text_columns": ["body"], "quantization.approach": "static"}))
+    expect(static, "data.calibration.text_columns.0", "column 'body' not in train.jsonl")
+
+
 def test_unparsable_data_file(spec, tmp_path):
     bad = tmp_path / "broken.jsonl"
     bad.write_text('{"text": "a", "label": 0}\n{"text": "b", "label": \n')
