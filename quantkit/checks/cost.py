@@ -362,7 +362,9 @@ def check_duration(ctx: CheckContext) -> list[Problem]:
     n_cal_rows = rows_used(cal, cv) if (cal is not None and cv is not None) else 0
     tokenize = per_row * (n_eval + n_cal_rows)
     evaluate = n_eval * (fp32_s + int8_s)
-    lat = spec.tuning.latency if (spec.tuning is not None and spec.tuning.latency is not None) else spec.evaluation.latency
+    lat = spec.evaluation.latency
+    if spec.tuning is not None and spec.tuning.latency is not None:
+        lat = spec.tuning.latency
     lat_seq = lat.sequence_length or seq
     lat_fp32 = forward_flops(dims, lat_seq) / rate * lat.batch_size
     latency = lat.rounds * (2 * PROCESS_START_S + (lat.warmup + lat.repeats) * lat_fp32 * (1 + 1 / probe["speedup"]))
@@ -380,7 +382,8 @@ def check_duration(ctx: CheckContext) -> list[Problem]:
                               "threads": threads}
     summary = (f"≈ {_duration(total)} besides export: tokenize {_duration(tokenize)}, "
                f"{'calibrate ' + _duration(calibrate) + ', ' if calibrate else ''}evaluate {n_eval} rows × 2 models "
-               f"{_duration(evaluate)}, latency {_duration(latency)} (probe: FP32 MatMul {probe['fp32_gflops']:.0f} GFLOP/s "
+               f"{_duration(evaluate)}, latency {_duration(latency)} "
+               f"(probe: FP32 MatMul {probe['fp32_gflops']:.0f} GFLOP/s "
                f"per thread, {threads} thread(s))")
     problems: list[Problem] = []
     if ctx.tune and spec.tuning is not None:

@@ -318,7 +318,8 @@ def check_calibration_data(ctx: CheckContext) -> list[Problem]:
         wanted += [v for v in spec.tuning.space.get("calibration.num_samples", []) if isinstance(v, int)]
     available = rows_used(cal, view)
     if available and max(wanted) > available:  # quantize goes on with what there is: a warning
-        key = "quantization.calibration.num_samples" if wanted[0] > available else "tuning.space.calibration.num_samples"
+        key = ("quantization.calibration.num_samples" if wanted[0] > available
+               else "tuning.space.calibration.num_samples")
         problems.append(warning(key, f"asks for {max(wanted)} calibration samples but data.calibration "
                                 f"({view.path}{f', limit {cal.limit}' if cal.limit else ''}) provides {available} "
                                 f"rows: only {available} will be used",

@@ -12,7 +12,8 @@ from .base import CheckContext, Problem, check, error, warning
 __all__ = ["is_local_model", "weight_files", "dataset_entries", "nearest_existing"]
 
 #: Files that hold PyTorch (or safetensors) weights transformers can load.
-WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json")
+WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin", "model.safetensors.index.json",
+                   "pytorch_model.bin.index.json")
 
 
 def is_local_model(name_or_path: str) -> bool:

@@ -362,7 +362,8 @@ def test_calibration_data_unused_by_dynamic_is_not_checked(spec, tmp_path):
                                           "data.calibration.path": str(tmp_path / "gone.jsonl")}))
     expect(report, "data.calibration.path", "file not found", "not used by this run's approach", severity="warning")
     assert report.ok and len(report.problems) == 1, listing(report)
-    static = check(write(tmp_path, spec, {"data.calibration.text_columns": ["body"], "quantization.approach": "static"}))
+    static = check(write(tmp_path, spec, {"data.calibration.text_columns": ["body"],
+                                          "quantization.approach": "static"}))
     expect(static, "data.calibration.text_columns.0", "column 'body' not in train.jsonl")
 
 
@@ -502,8 +503,9 @@ def test_histogram_memory_estimate_matches_measured_peak(tiny_fp32, tiny_loaded,
 
     n, seq = 512, 128
     rng = np.random.default_rng(0)
-    data = TextDataset("cal", {"input_ids": rng.integers(5, 60, (n, seq)), "attention_mask": np.ones((n, seq), np.int64),
-                               "token_type_ids": np.zeros((n, seq), np.int64)}, None)
+    inputs = {"input_ids": rng.integers(5, 60, (n, seq)), "attention_mask": np.ones((n, seq), np.int64),
+              "token_type_ids": np.zeros((n, seq), np.int64)}
+    data = TextDataset("cal", inputs, None)
     config = QuantizationConfig(approach="static", op_types=["MatMul", "Gather"],
                                 calibration={"method": "percentile", "num_samples": n, "batch_size": 64})
     est = calibration_memory(hidden_dims(tiny_loaded.config), params=tiny_loaded.num_parameters, config=config,
