@@ -25,6 +25,7 @@ from .errors import (
     HubRepoIdError,
     ModelLoadError,
     OutputExistsError,
+    PreflightError,
     QuantizationError,
     QuantkitError,
     RegistryError,
@@ -40,6 +41,7 @@ _LAZY = {
     "QuantizationSpec": "quantkit.spec",
     "load_spec": "quantkit.spec",
     "parse_spec": "quantkit.spec",
+    "run_checks": "quantkit.checks",
 }
 
 __all__ = [
@@ -67,10 +69,13 @@ __all__ = [
     "HubNotFoundError",
     "HubRepoIdError",
     "BenchmarkError",
+    "PreflightError",
+    "run_checks",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
     from .quantizer import QuantizationResult, Quantizer
+    from .checks import run_checks
     from .spec import QuantizationSpec, load_spec, parse_spec
 
 

@@ -86,6 +86,7 @@ def _main(
     debug: Annotated[bool, typer.Option("--debug", help="Debug logs and full tracebacks.")] = False,
 ) -> None:
     _state["debug"] = debug
+    _state["fast_exit"] = False
     _configure_logging(verbose, debug)
 
 
@@ -151,15 +152,20 @@ _ModelOpt = Annotated[
 _OutputOpt = Annotated[Path | None, typer.Option("--output", "-o", help="Artifact folder (overrides output.dir).")]
 _OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an existing artifact folder.")]
 _ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bars.")]
+_NoCheckOpt = Annotated[bool, typer.Option("--no-check", help="Skip the pre-flight checks (quantkit check).")]
 
 
-def _run(config: Path, model: str | None, output: Path | None, overwrite: bool, progress: bool, tune: bool) -> None:
+def _run(config: Path, model: str | None, output: Path | None, overwrite: bool, progress: bool, tune: bool,
+         check: bool = True) -> None:
     try:
         from .quantizer import Quantizer
 
         spec = _load(config, model)
+        if check:  # before loading the weights: a bad spec fails in seconds, with every problem listed
+            _preflight(spec, config, output, overwrite, tune or spec.tuning is not None)
         quantizer = Quantizer.from_spec(spec)
-        options = dict(output_dir=output, overwrite=True if overwrite else None, progress=progress and sys.stderr.isatty())
+        options = dict(output_dir=output, overwrite=True if overwrite else None, progress=progress and sys.stderr.isatty(),
+                       check=False)
         if tune or spec.tuning is not None:
             result = quantizer.tune(spec, on_trial=_print_trial, **options)
         else:
@@ -176,12 +182,14 @@ def quantize(
     output: _OutputOpt = None,
     overwrite: _OverwriteOpt = False,
     progress: _ProgressOpt = True,
+    no_check: _NoCheckOpt = False,
 ) -> None:
     """Export MODEL to ONNX, quantize it with the spec, evaluate FP32 vs quantized, and write the artifacts.
 
     A spec with a `tuning:` section runs the accuracy-tolerance search (as `quantkit tune`).
+    The pre-flight checks (`quantkit check`) run first unless --no-check.
     """
-    _run(config, model, output, overwrite, progress, tune=False)
+    _run(config, model, output, overwrite, progress, tune=False, check=not no_check)
 
 
 @app.command()
@@ -191,13 +199,76 @@ def tune(
     output: _OutputOpt = None,
     overwrite: _OverwriteOpt = False,
     progress: _ProgressOpt = True,
+    no_check: _NoCheckOpt = False,
 ) -> None:
     """Search for the fastest quantized model within the accuracy tolerance (the spec's `tuning:` section).
 
     Finished trials are kept beside the output folder: rerunning the same command resumes.
     Exit code 3 when no candidate is within tolerance (the closest one is saved anyway).
+    The pre-flight checks (`quantkit check`) run first unless --no-check.
     """
-    _run(config, model, output, overwrite, progress, tune=True)
+    _run(config, model, output, overwrite, progress, tune=True, check=not no_check)
+
+
+# --------------------------------------------------------------------------- check
+def _preflight(spec: Any, config: Path, output: Path | None, overwrite: bool, tune: bool) -> None:
+    """Run the pre-flight checks before quantize/tune; warnings are printed, errors raise PreflightError."""
+    from .checks import run_checks
+
+    report = run_checks(spec, output_dir=output, overwrite=True if overwrite else None, tune=tune,
+                        spec_file=config.name)
+    for problem in report.warnings:
+        err.print(f"warning: {problem}", markup=False, highlight=False, style="yellow", soft_wrap=True)
+    report.raise_for_errors()
+
+
+def _render_check(report: Any) -> None:
+    from rich.text import Text
+
+    if report.problems:
+        table = Table(title=f"quantkit check: {report.spec_file or 'spec'}", title_justify="left", show_lines=True)
+        table.add_column("")
+        table.add_column("key path", no_wrap=True)
+        table.add_column("problem", overflow="fold", ratio=3)
+        table.add_column("fix", overflow="fold", ratio=2)
+        for p in report.problems:
+            style = "bold red" if p.severity == "error" else "yellow"
+            table.add_row(Text(p.severity, style=style), Text(p.key_path or "-"), Text(p.message), Text(p.hint or ""))
+        out.print(table)
+    for e in report.estimates:
+        out.print(Text(f"{e.name}: {e.summary}"), soft_wrap=True)
+    verdict = "[green]ok[/]" if report.ok else "[bold red]not ok[/]"
+    out.print(f"{verdict}: {len(report.errors)} error(s), {len(report.warnings)} warning(s) "
+              f"in {report.duration_s:.1f}s", highlight=False)
+
+
+@app.command()
+def check(
+    config: _ConfigOpt,
+    model: _ModelOpt = None,
+    output: _OutputOpt = None,
+    overwrite: _OverwriteOpt = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Pre-flight: find spec, file, model, data and shape problems in seconds, before any export or calibration.
+
+    Lists every problem with its spec key path and a fix, plus memory, disk and duration estimates.
+    Loads no weights and runs no calibration. Exit code 0 when clean (warnings allowed), 2 otherwise.
+    """
+    import json
+
+    try:
+        from .checks import run_checks
+
+        report = run_checks(config, model, output_dir=output, overwrite=True if overwrite else None)
+    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - mapped to messages and exit codes
+        _fail(exc)
+    if as_json:
+        sys.stdout.write(json.dumps(report.to_dict(), indent=2, default=str) + "\n")
+    else:
+        _render_check(report)
+    _state["fast_exit"] = True
+    raise typer.Exit(report.exit_code)
 
 
 # --------------------------------------------------------------------------- push (issue #6)
@@ -406,7 +477,19 @@ def env(
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except SystemExit as exc:
+        if _state.get("fast_exit"):
+            # `check` is read-only: skip tearing down torch/transformers/optimum module graphs (seconds of the
+            # check's wall time); exit handlers still run and the streams are flushed.
+            import atexit
+
+            atexit._run_exitfuncs()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(exc.code if isinstance(exc.code, int) else 1)
+        raise
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -221,12 +221,15 @@ class Quantizer:
         *,
         overwrite: bool | None = None,
         progress: bool | ProgressFactory = True,
+        check: bool = True,
     ) -> QuantizationResult:
         """Export, quantize, evaluate FP32 and quantized models, and write the artifact folder.
 
         With a ``tuning`` section in the spec this runs the accuracy-tolerance search (:meth:`tune`).
+        The pre-flight checks (:func:`quantkit.checks.run_checks`) run first unless ``check=False``;
+        they raise :class:`~quantkit.errors.PreflightError` listing every problem found.
         """
-        spec, target, overwrite, factory = self._prepare(spec, output_dir, overwrite, progress)
+        spec, target, overwrite, factory = self._prepare(spec, output_dir, overwrite, progress, check)
         if spec.tuning is not None:
             return self._push_if_asked(spec, self._tune(spec, target, overwrite, factory, None))
         return self._push_if_asked(spec, self._run(spec, target, overwrite, factory))
@@ -239,14 +242,16 @@ class Quantizer:
         overwrite: bool | None = None,
         progress: bool | ProgressFactory = True,
         on_trial: Any | None = None,
+        check: bool = True,
     ) -> QuantizationResult:
         """Search the spec's ``tuning.space`` for the best model within the accuracy tolerance.
 
         Finished trials live in a SQLite store beside the output folder, so rerunning the same
         call resumes. Raises :class:`~quantkit.errors.ToleranceNotMetError` (after saving the
-        closest candidate in ``<output>-closest``) when nothing is within tolerance.
+        closest candidate in ``<output>-closest``) when nothing is within tolerance. The
+        pre-flight checks run first unless ``check=False``.
         """
-        spec, target, overwrite, factory = self._prepare(spec, output_dir, overwrite, progress)
+        spec, target, overwrite, factory = self._prepare(spec, output_dir, overwrite, progress, check, tune=True)
         if spec.tuning is None:
             spec = spec.with_overrides(tuning={})
         return self._push_if_asked(spec, self._tune(spec, target, overwrite, factory, on_trial))
@@ -274,8 +279,12 @@ class Quantizer:
         output_dir: str | Path | None,
         overwrite: bool | None,
         progress: bool | ProgressFactory,
+        check: bool = True,
+        tune: bool = False,
     ) -> tuple[QuantizationSpec, Path, bool, ProgressFactory | None]:
+        spec_file = None
         if not isinstance(spec, QuantizationSpec):
+            spec_file = Path(spec).name
             spec = load_spec(spec)
         if spec.model.name_or_path and spec.model.name_or_path != self.loaded.name_or_path:
             logger.info("using the loaded model %s (spec names %s)", self.loaded.name_or_path, spec.model.name_or_path)
@@ -283,6 +292,8 @@ class Quantizer:
         if target is None:
             raise SpecError([SpecIssue(None, "output.dir", "required: set it in the spec or pass --output")])
         overwrite = spec.output.overwrite if overwrite is None else overwrite
+        if check:
+            self._preflight(spec, spec_file, Path(target), overwrite, tune or spec.tuning is not None)
         target = check_output_dir(target, overwrite)
         if self.loaded.task not in EVALUATED_TASKS:
             raise SpecError(
@@ -328,6 +339,17 @@ class Quantizer:
         )
         section["requested"] = level or spec.export.optimize
         return optimized, section
+    def _preflight(self, spec: QuantizationSpec, spec_file: str | None, target: Path, overwrite: bool,
+                   tune: bool) -> None:
+        """The pre-flight checks with the loaded model: warnings are logged, errors raise PreflightError."""
+        from .checks import run_checks
+
+        report = run_checks(spec, self.loaded, output_dir=target, overwrite=overwrite, tune=tune, spec_file=spec_file)
+        for problem in report.warnings:
+            logger.warning("pre-flight: %s", problem)
+        for estimate in report.estimates:
+            logger.info("pre-flight estimate: %s: %s", estimate.name, estimate.summary)
+        report.raise_for_errors()
 
     # ------------------------------------------------------------------ private
     def _load_data(self, spec: QuantizationSpec) -> tuple[TextDataset, TextDataset | None]:
