@@ -386,9 +386,6 @@ class Quantizer:
             t = lap("export_s", t)
             source, optimization = self._optimize(spec, fp32, work)
             t = lap("optimize_s", t)
-            outlook = hardware_profile(spec.hardware).int8_outlook(spec.quantization.approach)
-            if outlook:
-                logger.warning("%s", outlook)
             state = target.parent / f".{target.name}.quantkit-state"
             quantized = backend.quantize(
                 source, spec.quantization, work / "quantized" / "model.onnx",
@@ -476,7 +473,7 @@ class Quantizer:
     ) -> QuantizationResult:
         from .search.report import describe_config, plot_tuning, tuning_summary
         from .search.runner import OnnxTrialRunner
-        from .search.space import expand_space
+        from .search.space import SearchPoint, expand_space
         from .search.store import TrialStore
         from .search.strategies import SearchContext, run_search
         from .search.tolerance import Tolerance
@@ -530,7 +527,7 @@ class Quantizer:
         if picked is None:
             errors = "; ".join(sorted({tr.error or tr.status for tr in outcome.trials}))[:800]
             raise QuantizationError(f"no trial produced a usable model ({len(outcome.trials)} tried): {errors}")
-        config = QuantizationConfig.model_validate(picked.config)
+        config = SearchPoint.model_validate(picked.config)
         t = time.perf_counter()
         path = runner.quantize(config)
         quantized = QuantizedModel(path=path, backend=config.backend, config=config, summary=graph_summary(path))

@@ -137,6 +137,8 @@ def candidate_configs(ctx: CheckContext, limit: int = 512) -> list[tuple[str, Qu
         for k, v in zip(keys, values):
             if k.startswith("calibration."):
                 data["calibration"][k.split(".", 1)[1]] = v
+            elif k == "export.optimize":
+                continue  # graph optimization does not change calibration cost
             else:
                 data[k] = v
         if data.get("approach") == "dynamic":
