@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import (
     ArtifactError,
     ArtifactNotFoundError,
+    BenchmarkError,
     DataError,
     EvaluationError,
     ExportError,
@@ -24,6 +25,7 @@ from .errors import (
     HubRepoIdError,
     ModelLoadError,
     OutputExistsError,
+    PreflightError,
     QuantizationError,
     QuantkitError,
     RegistryError,
@@ -39,6 +41,7 @@ _LAZY = {
     "QuantizationSpec": "quantkit.spec",
     "load_spec": "quantkit.spec",
     "parse_spec": "quantkit.spec",
+    "run_checks": "quantkit.checks",
 }
 
 __all__ = [
@@ -65,10 +68,14 @@ __all__ = [
     "HubAuthError",
     "HubNotFoundError",
     "HubRepoIdError",
+    "BenchmarkError",
+    "PreflightError",
+    "run_checks",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
     from .quantizer import QuantizationResult, Quantizer
+    from .checks import run_checks
     from .spec import QuantizationSpec, load_spec, parse_spec
 
 

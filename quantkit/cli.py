@@ -86,6 +86,7 @@ def _main(
     debug: Annotated[bool, typer.Option("--debug", help="Debug logs and full tracebacks.")] = False,
 ) -> None:
     _state["debug"] = debug
+    _state["fast_exit"] = False
     _configure_logging(verbose, debug)
 
 
@@ -151,15 +152,20 @@ _ModelOpt = Annotated[
 _OutputOpt = Annotated[Path | None, typer.Option("--output", "-o", help="Artifact folder (overrides output.dir).")]
 _OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an existing artifact folder.")]
 _ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bars.")]
+_NoCheckOpt = Annotated[bool, typer.Option("--no-check", help="Skip the pre-flight checks (quantkit check).")]
 
 
-def _run(config: Path, model: str | None, output: Path | None, overwrite: bool, progress: bool, tune: bool) -> None:
+def _run(config: Path, model: str | None, output: Path | None, overwrite: bool, progress: bool, tune: bool,
+         check: bool = True) -> None:
     try:
         from .quantizer import Quantizer
 
         spec = _load(config, model)
+        if check:  # before loading the weights: a bad spec fails in seconds, with every problem listed
+            _preflight(spec, config, output, overwrite, tune or spec.tuning is not None)
         quantizer = Quantizer.from_spec(spec)
-        options = dict(output_dir=output, overwrite=True if overwrite else None, progress=progress and sys.stderr.isatty())
+        options = dict(output_dir=output, overwrite=True if overwrite else None, progress=progress and sys.stderr.isatty(),
+                       check=False)
         if tune or spec.tuning is not None:
             result = quantizer.tune(spec, on_trial=_print_trial, **options)
         else:
@@ -176,12 +182,14 @@ def quantize(
     output: _OutputOpt = None,
     overwrite: _OverwriteOpt = False,
     progress: _ProgressOpt = True,
+    no_check: _NoCheckOpt = False,
 ) -> None:
     """Export MODEL to ONNX, quantize it with the spec, evaluate FP32 vs quantized, and write the artifacts.
 
     A spec with a `tuning:` section runs the accuracy-tolerance search (as `quantkit tune`).
+    The pre-flight checks (`quantkit check`) run first unless --no-check.
     """
-    _run(config, model, output, overwrite, progress, tune=False)
+    _run(config, model, output, overwrite, progress, tune=False, check=not no_check)
 
 
 @app.command()
@@ -191,13 +199,76 @@ def tune(
     output: _OutputOpt = None,
     overwrite: _OverwriteOpt = False,
     progress: _ProgressOpt = True,
+    no_check: _NoCheckOpt = False,
 ) -> None:
     """Search for the fastest quantized model within the accuracy tolerance (the spec's `tuning:` section).
 
     Finished trials are kept beside the output folder: rerunning the same command resumes.
     Exit code 3 when no candidate is within tolerance (the closest one is saved anyway).
+    The pre-flight checks (`quantkit check`) run first unless --no-check.
     """
-    _run(config, model, output, overwrite, progress, tune=True)
+    _run(config, model, output, overwrite, progress, tune=True, check=not no_check)
+
+
+# --------------------------------------------------------------------------- check
+def _preflight(spec: Any, config: Path, output: Path | None, overwrite: bool, tune: bool) -> None:
+    """Run the pre-flight checks before quantize/tune; warnings are printed, errors raise PreflightError."""
+    from .checks import run_checks
+
+    report = run_checks(spec, output_dir=output, overwrite=True if overwrite else None, tune=tune,
+                        spec_file=config.name)
+    for problem in report.warnings:
+        err.print(f"warning: {problem}", markup=False, highlight=False, style="yellow", soft_wrap=True)
+    report.raise_for_errors()
+
+
+def _render_check(report: Any) -> None:
+    from rich.text import Text
+
+    if report.problems:
+        table = Table(title=f"quantkit check: {report.spec_file or 'spec'}", title_justify="left", show_lines=True)
+        table.add_column("")
+        table.add_column("key path", no_wrap=True)
+        table.add_column("problem", overflow="fold", ratio=3)
+        table.add_column("fix", overflow="fold", ratio=2)
+        for p in report.problems:
+            style = "bold red" if p.severity == "error" else "yellow"
+            table.add_row(Text(p.severity, style=style), Text(p.key_path or "-"), Text(p.message), Text(p.hint or ""))
+        out.print(table)
+    for e in report.estimates:
+        out.print(Text(f"{e.name}: {e.summary}"), soft_wrap=True)
+    verdict = "[green]ok[/]" if report.ok else "[bold red]not ok[/]"
+    out.print(f"{verdict}: {len(report.errors)} error(s), {len(report.warnings)} warning(s) "
+              f"in {report.duration_s:.1f}s", highlight=False)
+
+
+@app.command()
+def check(
+    config: _ConfigOpt,
+    model: _ModelOpt = None,
+    output: _OutputOpt = None,
+    overwrite: _OverwriteOpt = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Pre-flight: find spec, file, model, data and shape problems in seconds, before any export or calibration.
+
+    Lists every problem with its spec key path and a fix, plus memory, disk and duration estimates.
+    Loads no weights and runs no calibration. Exit code 0 when clean (warnings allowed), 2 otherwise.
+    """
+    import json
+
+    try:
+        from .checks import run_checks
+
+        report = run_checks(config, model, output_dir=output, overwrite=True if overwrite else None)
+    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - mapped to messages and exit codes
+        _fail(exc)
+    if as_json:
+        sys.stdout.write(json.dumps(report.to_dict(), indent=2, default=str) + "\n")
+    else:
+        _render_check(report)
+    _state["fast_exit"] = True
+    raise typer.Exit(report.exit_code)
 
 
 # --------------------------------------------------------------------------- push (issue #6)
@@ -233,6 +304,108 @@ def push(
                   highlight=False)
 
 
+# --------------------------------------------------------------------------- benchmark (issue #5, part 4)
+def _int_list(value: str, option: str) -> list[int]:
+    """``"1,8"`` -> ``[1, 8]``; anything else is a usage error (exit code 2)."""
+    items = [v.strip() for v in value.split(",")]
+    if not all(v.isdigit() and int(v) > 0 for v in items):
+        raise typer.BadParameter(
+            f"{value!r}: expected positive integers separated by commas, e.g. 1,8", param_hint=f"'{option}'"
+        )
+    return [int(v) for v in items]
+
+
+def _render_benchmark(result: Any) -> None:
+    from rich import box
+
+    def fmt(value: float) -> str:
+        return f"{value:,.0f}" if value >= 1000 else f"{value:.1f}" if value >= 10 else f"{value:.2f}"
+
+    table = Table(title="quantkit benchmark: latency in ms, shape = batch×sequence", title_justify="left",
+                  box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    width = max(len(r.model) for r in result.rows)
+    table.add_column("model", overflow="fold", min_width=min(width, 24))
+    for col in ("shape", "p50", "p90", "p99", "ex/s", "RSS MB", "load s", "vs FP32"):
+        table.add_column(col, justify="right", no_wrap=True)
+    shape = None
+    for row in result.rows:
+        if shape is not None and shape != (row.batch_size, row.sequence_length):
+            table.add_section()
+        shape = (row.batch_size, row.sequence_length)
+        if row.vs_fp32 is None:
+            vs = "-"
+        elif row.baseline is None:
+            vs = "baseline"
+        else:
+            vs = f"{row.vs_fp32:.2f}x"
+        table.add_row(row.model, f"{row.batch_size}×{row.sequence_length}", fmt(row.p50_ms), fmt(row.p90_ms),
+                      fmt(row.p99_ms), fmt(row.throughput), f"{row.peak_rss_mb:.0f}", f"{row.load_s:.2f}", vs)
+    out.print(table)
+    s = result.settings
+    cpu = result.environment.get("cpu", {}).get("model")
+    out.print(
+        f"{s['threads']} thread(s) · {s['warmup']} warmup + {s['repeats']} timed runs per round, best of "
+        f"{s['rounds']} round(s) · ex/s at p50 · RSS MB = peak resident memory of the process",
+        highlight=False,
+    )
+    notes = ["vs FP32 = p50 / p50 of the folder's fp32/model.onnx (below 1 is faster)"] if any(
+        r.baseline for r in result.rows) else []
+    out.print(" · ".join(notes + ([f"CPU: {cpu}"] if cpu else [])), highlight=False)
+    written = [str(p) for p in (result.json_path, result.plot_path) if p is not None]
+    if written:
+        out.print(f"wrote {' and '.join(written)}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def benchmark(
+    models: Annotated[list[str], typer.Argument(
+        help="Artifact folders (their fp32/model.onnx is timed too), ONNX export folders, .onnx files or "
+        "Hub repo ids.",
+        metavar="DIR", show_default=False)],
+    batch: Annotated[str, typer.Option("--batch", "-b", help="Batch sizes, comma-separated.")] = "1,8",
+    seq: Annotated[str, typer.Option("--seq", "-s", help="Sequence lengths, comma-separated.")] = "32,128,256",
+    threads: Annotated[int | None, typer.Option(
+        "--threads", "-t", min=1, help="ONNX Runtime intra-op threads (default: physical cores).")] = None,
+    warmup: Annotated[int, typer.Option("--warmup", min=0, help="Untimed runs before timing.")] = 5,
+    repeats: Annotated[int, typer.Option("--repeats", min=3, help="Timed runs per round.")] = 30,
+    rounds: Annotated[int, typer.Option("--rounds", min=1, max=10,
+                                        help="Fresh-process rounds, models interleaved; each keeps its best.")] = 2,
+    fp32: Annotated[bool, typer.Option("--fp32/--no-fp32", help="Also time each folder's fp32/model.onnx.")] = True,
+    output: Annotated[Path | None, typer.Option("--output", "-o", file_okay=False,
+                                                help="Folder for benchmark.json and benchmark.png "
+                                                "(default: ./benchmark-YYYYMMDD-HHMMSS).")] = None,
+    log_y: Annotated[bool, typer.Option("--log-y", help="Logarithmic latency axis in benchmark.png.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the JSON result instead of the table.")] = False,
+) -> None:
+    """Latency (p50/p90/p99), throughput, peak RSS and load time of each model at each batch × sequence length.
+
+    Each measurement runs in a fresh process; models are interleaved round by round. Writes benchmark.json
+    and benchmark.png (p50 latency vs sequence length per model and batch) to --output.
+
+    Exit code 2: a missing folder, a bad list, or a sequence length above a model's max_position_embeddings.
+    """
+    import time
+
+    batch_sizes = _int_list(batch, "--batch")
+    sequence_lengths = _int_list(seq, "--seq")
+    output = output if output is not None else Path(f"benchmark-{time.strftime('%Y%m%d-%H%M%S')}")
+    try:
+        from .benchmark import benchmark as run_benchmark
+
+        with err.status("benchmarking (a fresh process per model, shape and round) ..."):
+            result = run_benchmark(models, batch_sizes=batch_sizes, sequence_lengths=sequence_lengths,
+                                   threads=threads, warmup=warmup, repeats=repeats, rounds=rounds,
+                                   include_fp32=fp32, output_dir=output, log_y=log_y)
+    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - mapped to messages and exit codes
+        _fail(exc)
+    if as_json:
+        import json
+
+        sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n")
+    else:
+        _render_benchmark(result)
+
+
 @app.command()
 def schema(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file instead of stdout.")] = None,
@@ -256,8 +429,67 @@ def backends() -> None:
         out.print(name)
 
 
+@app.command()
+def env(
+    hardware: Annotated[str, typer.Option("--hardware", help="A target to show defaults for (default: auto = this CPU).")] = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+) -> None:
+    """Show this CPU's int8 features, the hardware target quantkit picks and its quantization defaults."""
+    import json as _json
+
+    from .artifacts import package_versions
+    from .errors import SpecError, SpecIssue
+    from .hardware import TARGETS, hardware_profile
+
+    try:
+        if hardware != "auto" and hardware not in TARGETS:
+            raise SpecError([SpecIssue(None, "hardware", f"{hardware!r} is not auto or one of {', '.join(TARGETS)}")])
+        profile = hardware_profile(hardware)
+    except Exception as exc:  # noqa: BLE001
+        _fail(exc)
+    data = profile.to_dict()
+    data["int8_outlook"] = {a: profile.int8_outlook(a) for a in ("dynamic", "static")}
+    data["packages"] = package_versions()
+    if as_json:
+        out.print_json(_json.dumps(data))
+        return
+    cpu = profile.cpu
+    table = Table(title="CPU", show_header=False)
+    table.add_row("model", cpu.model)
+    table.add_row("arch", cpu.arch)
+    table.add_row("cores", f"{cpu.physical_cores or '?'} physical, {cpu.logical_cores} logical")
+    table.add_row("caches", ", ".join(f"{k} {v // 1024} KiB" for k, v in cpu.caches.items()) or "unknown")
+    table.add_row("int8/bf16 features", " ".join(cpu.features) or "none")
+    table.add_row("VNNI", "yes" if cpu.has_vnni else "no")
+    table.add_row("detected target", data["detected_target"])
+    out.print(table)
+    defaults = Table(title=f"quantization defaults for target {profile.target} ({profile.source})")
+    defaults.add_column("field")
+    defaults.add_column("value")
+    defaults.add_column("why")
+    for key, value in profile.defaults.items():
+        defaults.add_row(key, str(value), profile.reasons.get(key, ""))
+    out.print(defaults)
+    for approach, note in data["int8_outlook"].items():
+        if note:
+            out.print(f"[yellow]{approach}:[/] {note}", highlight=False)
+    out.print("packages: " + ", ".join(f"{k} {v}" for k, v in data["packages"].items()), highlight=False)
+
+
 def main() -> None:
-    app()
+    try:
+        app()
+    except SystemExit as exc:
+        if _state.get("fast_exit"):
+            # `check` is read-only: skip tearing down torch/transformers/optimum module graphs (seconds of the
+            # check's wall time); exit handlers still run and the streams are flushed.
+            import atexit
+
+            atexit._run_exitfuncs()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(exc.code if isinstance(exc.code, int) else 1)
+        raise
 
 
 if __name__ == "__main__":  # pragma: no cover

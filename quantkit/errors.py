@@ -29,6 +29,8 @@ __all__ = [
     "HubAuthError",
     "HubNotFoundError",
     "HubRepoIdError",
+    "BenchmarkError",
+    "PreflightError",
 ]
 
 
@@ -206,3 +208,37 @@ class HubRepoIdError(HubError, ValueError):
 
     exit_code = 2
     title = "invalid Hub repo id"
+
+
+class BenchmarkError(QuantkitError, ValueError):
+    """Benchmark settings that cannot run: a sequence length above a model's limit, a non-positive size, ..."""
+
+    exit_code = 2
+    title = "invalid benchmark settings"
+
+
+class PreflightError(QuantkitError, ValueError):
+    """The pre-flight check (``quantkit check``) found problems that would make the run fail or mislead.
+
+    ``problems`` holds every :class:`~quantkit.checks.Problem` found (errors and warnings), each with
+    its spec key path and fix hint; the message lists them all.
+    """
+
+    exit_code = 2
+    title = "pre-flight check failed"
+    hint = "fix the problems above (`quantkit check --config SPEC` lists them); --no-check skips the check"
+
+    def __init__(self, problems: Sequence[object], *, hint: str | None = None) -> None:
+        self.problems = list(problems)
+        lines = []
+        for p in self.problems:
+            severity = getattr(p, "severity", "error")
+            lines.append(f"{'warning: ' if severity == 'warning' else ''}{p}")
+            fix = getattr(p, "hint", None)
+            if fix:
+                lines.append(f"  fix: {fix}")
+        super().__init__("\n".join(lines), hint=hint)
+
+    @property
+    def errors(self) -> list[object]:
+        return [p for p in self.problems if getattr(p, "severity", "error") == "error"]

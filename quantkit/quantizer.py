@@ -23,7 +23,9 @@ from .errors import QuantizationError, SpecError, SpecIssue, ToleranceNotMetErro
 from .evaluation import ModelEvaluation, default_threads, evaluate_model, measure_side_by_side
 from .export import ExportedModel, export_onnx
 from .graph import graph_summary
-from .hardware import cpu_info
+from .fusion import optimize_graph, resolve_level
+from .hardware import cpu_info, detect_target, hardware_profile, resolve_quantization
+from .shapes import check_shapes
 from .models import LoadedModel, load_model
 from .spec import QuantizationConfig, QuantizationSpec, load_spec
 
@@ -219,12 +221,15 @@ class Quantizer:
         *,
         overwrite: bool | None = None,
         progress: bool | ProgressFactory = True,
+        check: bool = True,
     ) -> QuantizationResult:
         """Export, quantize, evaluate FP32 and quantized models, and write the artifact folder.
 
         With a ``tuning`` section in the spec this runs the accuracy-tolerance search (:meth:`tune`).
+        The pre-flight checks (:func:`quantkit.checks.run_checks`) run first unless ``check=False``;
+        they raise :class:`~quantkit.errors.PreflightError` listing every problem found.
         """
-        spec, target, overwrite, factory = self._prepare(spec, output_dir, overwrite, progress)
+        spec, target, overwrite, factory = self._prepare(spec, output_dir, overwrite, progress, check)
         if spec.tuning is not None:
             return self._push_if_asked(spec, self._tune(spec, target, overwrite, factory, None))
         return self._push_if_asked(spec, self._run(spec, target, overwrite, factory))
@@ -237,14 +242,16 @@ class Quantizer:
         overwrite: bool | None = None,
         progress: bool | ProgressFactory = True,
         on_trial: Any | None = None,
+        check: bool = True,
     ) -> QuantizationResult:
         """Search the spec's ``tuning.space`` for the best model within the accuracy tolerance.
 
         Finished trials live in a SQLite store beside the output folder, so rerunning the same
         call resumes. Raises :class:`~quantkit.errors.ToleranceNotMetError` (after saving the
-        closest candidate in ``<output>-closest``) when nothing is within tolerance.
+        closest candidate in ``<output>-closest``) when nothing is within tolerance. The
+        pre-flight checks run first unless ``check=False``.
         """
-        spec, target, overwrite, factory = self._prepare(spec, output_dir, overwrite, progress)
+        spec, target, overwrite, factory = self._prepare(spec, output_dir, overwrite, progress, check, tune=True)
         if spec.tuning is None:
             spec = spec.with_overrides(tuning={})
         return self._push_if_asked(spec, self._tune(spec, target, overwrite, factory, on_trial))
@@ -272,8 +279,12 @@ class Quantizer:
         output_dir: str | Path | None,
         overwrite: bool | None,
         progress: bool | ProgressFactory,
+        check: bool = True,
+        tune: bool = False,
     ) -> tuple[QuantizationSpec, Path, bool, ProgressFactory | None]:
+        spec_file = None
         if not isinstance(spec, QuantizationSpec):
+            spec_file = Path(spec).name
             spec = load_spec(spec)
         if spec.model.name_or_path and spec.model.name_or_path != self.loaded.name_or_path:
             logger.info("using the loaded model %s (spec names %s)", self.loaded.name_or_path, spec.model.name_or_path)
@@ -281,6 +292,8 @@ class Quantizer:
         if target is None:
             raise SpecError([SpecIssue(None, "output.dir", "required: set it in the spec or pass --output")])
         overwrite = spec.output.overwrite if overwrite is None else overwrite
+        if check:
+            self._preflight(spec, spec_file, Path(target), overwrite, tune or spec.tuning is not None)
         target = check_output_dir(target, overwrite)
         if self.loaded.task not in EVALUATED_TASKS:
             raise SpecError(
@@ -294,7 +307,49 @@ class Quantizer:
             factory = None
         else:
             factory = progress
+        spec = self._resolve_hardware(spec)
         return spec, target, overwrite, factory
+
+    def _resolve_hardware(self, spec: QuantizationSpec) -> QuantizationSpec:
+        """Fill the quantization fields the spec left unset with the hardware target's defaults."""
+        profile = hardware_profile(spec.hardware)
+        config, chosen = resolve_quantization(spec.quantization, profile)
+        self._hardware = {**profile.to_dict(), "chosen": chosen}
+        if not profile.matches_this_cpu:
+            logger.warning(
+                "hardware: %s is not this CPU (%s, %s): latency measured here does not show how the model runs there",
+                profile.target, profile.cpu.model, detect_target(profile.cpu),
+            )
+        if chosen:
+            spec = spec.model_copy(update={"quantization": config})
+        return spec
+
+    def _optimize(self, spec: QuantizationSpec, fp32: ExportedModel, workdir: Path,
+                  level: str | None = None, config: QuantizationConfig | None = None) -> tuple[ExportedModel, dict[str, Any]]:
+        """The FP32 graph the backend quantizes: ``export.optimize`` (or ``level``) applied and checked."""
+        config = config or spec.quantization
+        resolved = resolve_level(level or spec.export.optimize, approach=config.approach, backend=config.backend,
+                                 model_type=self.loaded.model_type)
+        if resolved == "none" or get_backend(config.backend).needs_torch:
+            return fp32, {"level": "none", "requested": level or spec.export.optimize}
+        optimized, section = optimize_graph(
+            fp32, resolved, workdir / f"fp32-{resolved}", model_type=self.loaded.model_type,
+            model_config=self.loaded.config, atol=spec.export.optimize_atol,
+            fuse_embeddings="Gather" not in config.op_types,
+        )
+        section["requested"] = level or spec.export.optimize
+        return optimized, section
+    def _preflight(self, spec: QuantizationSpec, spec_file: str | None, target: Path, overwrite: bool,
+                   tune: bool) -> None:
+        """The pre-flight checks with the loaded model: warnings are logged, errors raise PreflightError."""
+        from .checks import run_checks
+
+        report = run_checks(spec, self.loaded, output_dir=target, overwrite=overwrite, tune=tune, spec_file=spec_file)
+        for problem in report.warnings:
+            logger.warning("pre-flight: %s", problem)
+        for estimate in report.estimates:
+            logger.info("pre-flight estimate: %s: %s", estimate.name, estimate.summary)
+        report.raise_for_errors()
 
     # ------------------------------------------------------------------ private
     def _load_data(self, spec: QuantizationSpec) -> tuple[TextDataset, TextDataset | None]:
@@ -329,14 +384,17 @@ class Quantizer:
             work = Path(tmp)
             fp32 = export_onnx(self.loaded, work / "fp32", spec.export)
             t = lap("export_s", t)
+            source, optimization = self._optimize(spec, fp32, work)
+            t = lap("optimize_s", t)
             state = target.parent / f".{target.name}.quantkit-state"
             quantized = backend.quantize(
-                fp32, spec.quantization, work / "quantized" / "model.onnx",
+                source, spec.quantization, work / "quantized" / "model.onnx",
                 calibration=calibration if calibration is not None or not backend.needs_torch else evaluation,
                 workdir=work, progress=progress, loaded=self.loaded, qat=spec.qat,
                 state_dir=state if backend.needs_torch else None,
             )
             t = lap("quantize_s", t)
+            quantized.details.setdefault("optimization", optimization)
             result = self._finish(spec, target, overwrite, progress, fp32, quantized, backend, evaluation,
                                   timings, started, t)
             shutil.rmtree(state, ignore_errors=True)  # training checkpoints: only needed to resume
@@ -377,10 +435,21 @@ class Quantizer:
         logger.info("p50 at b%d: fp32 %.1f ms, int8 %.1f ms", speed["fp32"].batch_size, speed["fp32"].p50_ms,
                     speed["int8"].p50_ms)
         timings["evaluate_s"] = round(time.perf_counter() - t, 3)
+        if spec.evaluation.shapes is not None:
+            t = time.perf_counter()
+            shapes = check_shapes(
+                fp32.path, quantized.path, dataset=spec.data.evaluation, tokenizer=self.loaded.tokenizer,
+                model_config=self.loaded.config, grid=spec.evaluation.shapes, latency=spec.evaluation.latency,
+            )
+            timings["shapes_s"] = round(time.perf_counter() - t, 3)
         timings["total_s"] = round(time.perf_counter() - started, 3)
         report = self._report(spec, fp32, quantized, fp32_eval, q_eval, evaluation, timings)
+        if spec.evaluation.shapes is not None:
+            report["shapes"] = shapes
         if tuning is not None:
             report["tuning"] = tuning
+        if spec.output.keep_fp32:
+            extra_files = {**(extra_files or {}), "fp32/model.onnx": fp32.path}
         out = write_artifacts(
             target,
             model_path=quantized.path,
@@ -404,7 +473,7 @@ class Quantizer:
     ) -> QuantizationResult:
         from .search.report import describe_config, plot_tuning, tuning_summary
         from .search.runner import OnnxTrialRunner
-        from .search.space import expand_space
+        from .search.space import SearchPoint, expand_space
         from .search.store import TrialStore
         from .search.strategies import SearchContext, run_search
         from .search.tolerance import Tolerance
@@ -424,6 +493,7 @@ class Quantizer:
         runner = OnnxTrialRunner(
             spec, fp32, evaluation, calibration, state,
             vocab_size=int(getattr(self.loaded.config, "vocab_size", 30522)), progress=progress, loaded=self.loaded,
+            optimizer=lambda level, config: self._optimize(spec, fp32, state, level, config),
         )
         tolerance = Tolerance.from_spec(tuning.tolerance, spec.evaluation.higher_is_better)
         base = spec.quantization.model_dump(mode="json")
@@ -438,7 +508,7 @@ class Quantizer:
             if on_trial is not None:
                 on_trial(trial, ctx)
 
-        candidates = expand_space(spec.quantization, tuning.space)
+        candidates = expand_space(spec.quantization, tuning.space, optimize=spec.export.optimize)
         logger.info("search space: %d candidate(s); strategy %s, objective %s", len(candidates),
                     tuning.strategy, tuning.objective)
         with TrialStore(state / "trials.db") as store:
@@ -457,7 +527,7 @@ class Quantizer:
         if picked is None:
             errors = "; ".join(sorted({tr.error or tr.status for tr in outcome.trials}))[:800]
             raise QuantizationError(f"no trial produced a usable model ({len(outcome.trials)} tried): {errors}")
-        config = QuantizationConfig.model_validate(picked.config)
+        config = SearchPoint.model_validate(picked.config)
         t = time.perf_counter()
         path = runner.quantize(config)
         quantized = QuantizedModel(path=path, backend=config.backend, config=config, summary=graph_summary(path))
@@ -563,6 +633,7 @@ class Quantizer:
                 "cpu": cpu_info().to_dict(),
                 "packages": package_versions(),
             },
+            "hardware": getattr(self, "_hardware", None) or hardware_profile(spec.hardware).to_dict(),
             "spec": spec.model_dump(mode="json"),
             "files": {"report": REPORT_FILE},
         }

@@ -45,6 +45,12 @@ __all__ = [
 
 SPEC_VERSION = 1
 
+#: Graph optimization levels (export.optimize).
+OptimizeLevel = Literal["auto", "none", "basic", "extended", "transformer"]
+
+#: Hardware targets (hardware:); see quantkit.hardware.
+HardwareTarget = Literal["auto", "avx2", "avx512", "avx512_vnni", "avx_vnni", "amx", "arm64"]
+
 DATA_FILE_FORMATS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
 
 #: Metric name → whether a higher value is better. All shipped metrics are.
@@ -104,6 +110,18 @@ class ExportSpec(_Spec):
     )
     validate_outputs: bool = Field(True, description="Check ONNX outputs against PyTorch after export.")
     atol: float = Field(1e-4, gt=0, description="Max absolute difference allowed by the export check.")
+    optimize: OptimizeLevel = Field(
+        "auto",
+        description="Graph optimization before quantization. none; basic/extended: ONNX Runtime's graph optimizer "
+        "at that level (constant folding, then contrib-op fusions such as Gelu and SkipLayerNormalization); "
+        "transformer: ONNX Runtime's transformer optimizer (fused Attention, EmbedLayerNormalization, "
+        "SkipLayerNormalization, BiasGelu) for BERT-family models; auto: transformer for dynamic quantization "
+        "of a supported model type with the onnxruntime backend, none otherwise. Checked against the unfused "
+        "FP32 model (`optimize_atol`).",
+    )
+    optimize_atol: float = Field(
+        1e-3, gt=0, description="Max absolute logit difference allowed between the optimized and unfused FP32 model."
+    )
 
     @field_validator("dynamic_axes")
     @classmethod
@@ -303,6 +321,33 @@ class LatencySpec(_Spec):
     )
 
 
+class ShapeGridSpec(_Spec):
+    batch_sizes: list[int] = Field(
+        default_factory=lambda: [1, 8], min_length=1, description="Batch sizes of the grid."
+    )
+    sequence_lengths: list[int] = Field(
+        default_factory=lambda: [32, 128], min_length=1,
+        description="Sequence lengths of the grid (each at most the model's max_position_embeddings).",
+    )
+    examples: int = Field(
+        64, ge=1, description="Evaluation examples re-tokenized at each sequence length for the FP32 agreement check."
+    )
+    latency: bool = Field(True, description="Also time FP32 and int8 side by side at every grid shape.")
+    min_agreement: float | None = Field(
+        None, ge=0, le=1,
+        description="Fail the run when int8 predictions agree with FP32 on less than this fraction at any shape.",
+    )
+
+    @field_validator("batch_sizes", "sequence_lengths")
+    @classmethod
+    def _positive_unique(cls, v: list[int]) -> list[int]:
+        if any(x < 1 for x in v):
+            raise ValueError("values must be >= 1")
+        if len(set(v)) != len(v):
+            raise ValueError("values must not repeat")
+        return sorted(v)
+
+
 class EvaluationSpec(_Spec):
     metric: MetricName = Field(
         "accuracy",
@@ -313,6 +358,11 @@ class EvaluationSpec(_Spec):
     )
     batch_size: int = Field(32, ge=1, description="Examples per evaluation batch.")
     latency: LatencySpec = Field(default_factory=LatencySpec)
+    shapes: ShapeGridSpec | None = Field(
+        None,
+        description="A batch x sequence grid over which the quantized model is checked against FP32 (prediction "
+        "agreement, max logit difference, batch invariance) and timed; off when null.",
+    )
 
     @property
     def higher_is_better(self) -> bool:
@@ -323,6 +373,9 @@ class EvaluationSpec(_Spec):
 class OutputSpec(_Spec):
     dir: str | None = Field(None, description="Artifact folder (relative to the spec file). `--output` overrides.")
     overwrite: bool = Field(False, description="Replace an existing artifact folder.")
+    keep_fp32: bool = Field(
+        False, description="Also save the FP32 ONNX model as fp32/model.onnx (the baseline `quantkit benchmark` uses)."
+    )
 
 
 # --------------------------------------------------------------------------- QAT
@@ -374,6 +427,7 @@ def _searchable_fields() -> dict[str, Any]:
         name: f.annotation for name, f in QuantizationConfig.model_fields.items() if name != "calibration"
     }
     fields.update({f"calibration.{name}": f.annotation for name, f in CalibrationSpec.model_fields.items()})
+    fields["export.optimize"] = OptimizeLevel
     return fields
 
 
@@ -491,6 +545,12 @@ class QuantizationSpec(_Spec):
     tuning: TuningSpec | None = Field(
         None, description="Accuracy-tolerance search; when present, `quantize` tunes."
     )
+    hardware: HardwareTarget = Field(
+        "auto",
+        description="CPU the model is quantized for: auto (this machine) or a target. It sets the quantization "
+        "fields the spec leaves unset (weight/activation types, reduce_range, per_channel, format); see "
+        "`quantkit env`.",
+    )
     hub: HubSpec | None = Field(
         None, description="Hugging Face Hub repo for `quantkit push`; with `push: true`, pushed after a successful run."
     )
@@ -513,6 +573,26 @@ class QuantizationSpec(_Spec):
                 "data.evaluation.label_column",
                 f"metric {self.evaluation.metric!r} needs labels; set a label column or use metric: agreement",
             )
+        if self.quantization.backend != "onnxruntime" and self.export.optimize not in ("auto", "none"):
+            raise _KeyedError(
+                "export.optimize",
+                f"{self.export.optimize!r} optimizes the ONNX graph before ONNX Runtime quantizes it; backend "
+                f"{self.quantization.backend} quantizes in PyTorch (use auto or none)",
+            )
+        if self.tuning is not None and "export.optimize" in self.tuning.space:
+            levels = [v for v in self.tuning.space["export.optimize"] if v not in ("auto", "none")]
+            backends = set(self.tuning.space.get("backend", [])) | {self.quantization.backend}
+            if levels and backends != {"onnxruntime"}:
+                raise _KeyedError("tuning.space.export.optimize", "graph optimization levels other than auto/none "
+                                  "need backend onnxruntime for every candidate")
+        if self.evaluation.shapes is not None and "sequence" not in self.export.dynamic_axes:
+            if self.evaluation.shapes.sequence_lengths != [self.data.max_length]:
+                raise _KeyedError("evaluation.shapes.sequence_lengths",
+                                  "the sequence axis is fixed (export.dynamic_axes): only data.max_length works")
+        if self.evaluation.shapes is not None and "batch" not in self.export.dynamic_axes:
+            if self.evaluation.shapes.batch_sizes != [self.export.static_batch_size]:
+                raise _KeyedError("evaluation.shapes.batch_sizes",
+                                  "the batch axis is fixed (export.dynamic_axes): only export.static_batch_size works")
         lat = self.evaluation.latency
         if lat.sequence_length is not None and lat.sequence_length > self.data.max_length:
             raise _KeyedError(
@@ -533,7 +613,7 @@ class QuantizationSpec(_Spec):
 
     def with_overrides(self, **changes: Any) -> "QuantizationSpec":
         """Return a copy with dotted-key overrides, e.g. ``{"model.name_or_path": "x"}``, re-validated."""
-        data = self.model_dump(mode="json", exclude_unset=False)
+        data = self.model_dump(mode="json", exclude_unset=True)  # keeps "what the user set" (hardware defaults)
         for dotted, value in changes.items():
             node = data
             *parents, leaf = dotted.split(".")

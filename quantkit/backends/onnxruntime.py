@@ -110,6 +110,19 @@ def preprocess(src: Path, dst: Path) -> Path:
     return src
 
 
+def effective_op_types(model_path: Path, op_types: list[str]) -> list[str]:
+    """``op_types`` plus ``Attention`` when the graph has fused attention and MatMul is quantized:
+    a fused ``Attention`` node holds the Q/K/V projection MatMul (it becomes ``QAttention``)."""
+    import onnx
+
+    ops = list(op_types)
+    if "MatMul" in ops and "Attention" not in ops:
+        graph = onnx.load(str(model_path), load_external_data=False).graph
+        if any(n.op_type == "Attention" for n in graph.node):
+            ops.append("Attention")
+    return ops
+
+
 def _chunk(n_batches: int) -> int:
     """Largest divisor of ``n_batches`` not above the chunk size (ORT's strided reads need one)."""
     return max(d for d in range(1, min(_CHUNK_BATCHES, n_batches) + 1) if n_batches % d == 0)
@@ -141,7 +154,7 @@ def calibrate(
         with tempfile.TemporaryDirectory(prefix="calib-", dir=workdir) as tmp:
             calibrator = create_calibrator(
                 model_path,
-                config.op_types,
+                effective_op_types(model_path, config.op_types),
                 augmented_model_path=str(Path(tmp) / "augmented.onnx"),
                 calibrate_method=_METHODS[cal.method],
                 extra_options=options,
@@ -175,9 +188,12 @@ class OnnxRuntimeBackend(Backend):
             extra: dict[str, Any] = {
                 "WeightSymmetric": config.symmetric_weights,
                 "MatMulConstBOnly": config.weights_only_matmul,
+                # Fused contrib ops (Attention, SkipLayerNormalization, ...) have no ONNX shape
+                # inference, so their outputs' types are unknown to the quantizer: they are float.
+                "DefaultTensorType": 1,
             }
             common = dict(
-                op_types_to_quantize=list(config.op_types),
+                op_types_to_quantize=effective_op_types(source, config.op_types),
                 per_channel=config.per_channel,
                 reduce_range=config.reduce_range,
                 weight_type=_QUANT_TYPES[config.weight_type],

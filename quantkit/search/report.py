@@ -12,7 +12,7 @@ from .tolerance import Tolerance
 __all__ = ["trial_rows", "describe_config", "tuning_summary", "plot_tuning"]
 
 #: Config fields shown in the one-line description of a trial.
-_SHOWN = ("approach", "format", "weight_type", "activation_type", "per_channel", "reduce_range", "op_types",
+_SHOWN = ("optimize", "approach", "format", "weight_type", "activation_type", "per_channel", "reduce_range", "op_types",
           "weights_only_matmul")
 
 
@@ -25,6 +25,8 @@ def describe_config(config: dict[str, Any], base: dict[str, Any] | None = None) 
     parts = []
     for key in _SHOWN:
         value = config.get(key)
+        if key == "optimize" and value == base.get(key, "auto"):
+            continue
         if value is None or (base.get(key) == value and key != "approach"):
             continue
         parts.append(f"{key}={'+'.join(value) if isinstance(value, list) else value}")

@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 
 import numpy as np
@@ -41,8 +43,12 @@ class OnnxTrialRunner:
         vocab_size: int,
         progress: ProgressFactory | None = None,
         loaded: object | None = None,
+        optimizer: Callable[[str, QuantizationConfig], tuple[ExportedModel, dict[str, Any]]] | None = None,
     ) -> None:
         self.loaded = loaded
+        #: ``optimizer(level, config)`` → the FP32 graph a candidate is quantized from (export.optimize).
+        self.optimizer = optimizer
+        self.optimized: dict[str, tuple[ExportedModel, dict[str, Any]]] = {}
         self.spec = spec
         self.fp32 = fp32
         self.evaluation = evaluation
@@ -107,11 +113,22 @@ class OnnxTrialRunner:
     def model_path(self, config: QuantizationConfig) -> Path:
         return self.workdir / "trials" / config_hash(config) / "model.onnx"
 
+    def source(self, config: QuantizationConfig) -> tuple[ExportedModel, dict[str, Any]]:
+        """The FP32 graph ``config`` is quantized from: the export, optimized at the candidate's level."""
+        level = getattr(config, "optimize", None) or self.spec.export.optimize
+        if self.optimizer is None:
+            return self.fp32, {"level": "none", "requested": level}
+        key = f"{level}:{config.approach}:{config.backend}"
+        if key not in self.optimized:
+            self.optimized[key] = self.optimizer(level, config)
+        return self.optimized[key]
+
     def quantize(self, config: QuantizationConfig) -> Path:
         path = self.model_path(config)
         if not path.is_file():
+            source, _ = self.source(config)
             get_backend(config.backend).quantize(
-                self.fp32, config, path, calibration=self.calibration if self.calibration is not None else
+                source, config, path, calibration=self.calibration if self.calibration is not None else
                 self.evaluation if config.backend == "neural-compressor" else None, workdir=path.parent,
                 progress=self.progress, loaded=self.loaded, qat=self.spec.qat, state_dir=path.parent,
             )

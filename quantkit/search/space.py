@@ -18,11 +18,20 @@ from typing import Any, List
 from pydantic import ValidationError
 
 from ..logs import quiet
-from ..spec import QuantizationConfig, _searchable_fields
+from pydantic import Field
+
+from ..spec import OptimizeLevel, QuantizationConfig, _searchable_fields
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["config_hash", "expand_space", "QuantkitSearchConfig", "STATIC_ONLY_FIELDS"]
+__all__ = ["config_hash", "expand_space", "QuantkitSearchConfig", "SearchPoint", "STATIC_ONLY_FIELDS"]
+
+
+class SearchPoint(QuantizationConfig):
+    """A search candidate: a quantization config plus the graph optimization (``export.optimize``)
+    of the FP32 model it is quantized from."""
+
+    optimize: OptimizeLevel = Field("auto", description="export.optimize for this candidate.")
 
 #: Fields that mean nothing to dynamic quantization (dropped from dynamic candidates).
 STATIC_ONLY_FIELDS = ("format", "symmetric_activations", "activation_type")
@@ -85,7 +94,9 @@ def config_hash(config: QuantizationConfig) -> str:
 def _apply(base: QuantizationConfig, values: dict[str, Any]) -> QuantizationConfig:
     data = base.model_dump(mode="json")
     for key, value in values.items():
-        if key.startswith("calibration."):
+        if key == "export.optimize":
+            data["optimize"] = value
+        elif key.startswith("calibration."):
             data["calibration"][key.split(".", 1)[1]] = value
         else:
             data[key] = value
@@ -93,14 +104,25 @@ def _apply(base: QuantizationConfig, values: dict[str, Any]) -> QuantizationConf
         for key in STATIC_ONLY_FIELDS:
             data[key] = None if key != "activation_type" else "uint8"
         data["calibration"] = base.calibration.model_dump(mode="json")  # unused by dynamic: keep one variant
-    return QuantizationConfig.model_validate(data)
+    if data.get("optimize") == "auto" and not (data.get("approach") == "dynamic" and data.get("backend") == "onnxruntime"):
+        data["optimize"] = "none"  # what auto resolves to there (quantkit.fusion.resolve_level): one candidate, not two
+    return type(base).model_validate(data)
 
 
-def expand_space(base: QuantizationConfig, space: dict[str, list[Any]]) -> list[QuantizationConfig]:
-    """The base config first, then every distinct valid point of ``space`` in INC's expansion order."""
+def expand_space(
+    base: QuantizationConfig, space: dict[str, list[Any]], *, optimize: str = "auto"
+) -> list[QuantizationConfig]:
+    """The base config first, then every distinct valid point of ``space`` in INC's expansion order.
+
+    Candidates are :class:`SearchPoint` objects carrying their ``export.optimize`` level (the
+    spec's ``optimize`` unless the space varies it).
+    """
     from neural_compressor.common.base_tuning import ConfigSet
 
-    candidates = [base]
+    if not isinstance(base, SearchPoint):
+        base = SearchPoint.model_validate({**base.model_dump(mode="json", exclude_unset=True),
+                                           "backend": base.backend, "optimize": optimize})
+    candidates: list[QuantizationConfig] = [base]
     if space:
         inc_config = QuantkitSearchConfig(**space)
         with quiet():  # INC logs every expanded config at INFO

@@ -27,9 +27,14 @@ from typing import Any, Protocol
 from ..errors import QuantkitError
 from ..registry import Registry
 from ..spec import QuantizationConfig
-from .space import config_hash
+from .space import SearchPoint, config_hash
 from .store import Trial, TrialStore
 from .tolerance import Tolerance
+
+
+def _config_of(data: dict[str, Any]) -> QuantizationConfig:
+    """A trial's config back as an object (a SearchPoint when it carries a graph optimization level)."""
+    return SearchPoint.model_validate(data) if "optimize" in data else QuantizationConfig.model_validate(data)
 
 logger = logging.getLogger(__name__)
 
@@ -285,7 +290,7 @@ class FastestStrategy(Strategy):
             )
             fallback = FallbackStrategy()
             for trial in closest[: self.fallback_candidates]:
-                found = fallback.fallback_from(ctx, QuantizationConfig.model_validate(trial.config))
+                found = fallback.fallback_from(ctx, _config_of(trial.config))
                 if found is not None:
                     break
             best = ctx.best()
@@ -303,7 +308,7 @@ class FastestStrategy(Strategy):
         passing = sorted(ctx.passing(), key=ctx.objective_key)[: self.confirm_top]
         if ctx.objective != "latency" or confirm is None or len(passing) < 2:
             return
-        timed = confirm([QuantizationConfig.model_validate(t.config) for t in passing])
+        timed = confirm([_config_of(t.config) for t in passing])
         for trial in passing:
             new = timed.get(trial.config_hash)
             if new is not None:

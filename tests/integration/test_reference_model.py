@@ -56,8 +56,22 @@ def test_reference_recipe(recipe, tmp_path, torch_accuracy):
     assert report["result"]["size_ratio"] <= 0.30
     graph = graph_summary(out / "model.onnx")
     if "dynamic" in recipe:
-        assert graph["ops"]["MatMulInteger"] >= 36  # 6 per layer x 6 layers
-        assert graph["ops"].get("MatMul", 0) == 0
+        # fused first (export.optimize: auto): Q/K/V projections inside QAttention, 3 more MatMuls per layer
+        assert graph["ops"]["QAttention"] == 6 and graph["ops"]["MatMulInteger"] >= 18
+        assert graph["ops"].get("MatMul", 0) == 0 and graph["ops"].get("Attention", 0) == 0
+        optimization = report["quantization"]["optimization"]
+        assert optimization["level"] == "transformer" and optimization["fused"]["Attention"] == 6
+        assert optimization["max_abs_diff"] <= 1e-3
+        assert report["hardware"]["target"] == report["hardware"]["detected_target"]
+        assert set(report["hardware"]["defaults"]) >= {"weight_type", "reduce_range"}
+        shapes = report["shapes"]
+        assert {(c["batch_size"], c["sequence_length"]) for c in shapes["cells"]} == {
+            (b, s) for b in (1, 8) for s in (32, 128, 256)}
+        assert shapes["dynamic_axes"]["batch_and_sequence_symbolic"] is True
+        assert shapes["min_agreement"] >= 0.95  # int8 vs FP32 predictions at every shape
+        assert shapes["batch_invariance"]["fp32"]["identical_predictions"] == 1.0
+        assert shapes["batch_invariance"]["int8"]["identical_predictions"] >= 0.95
+        assert (out / "fp32" / "model.onnx").is_file()  # output.keep_fp32: the benchmark baseline
     else:
         assert graph["ops"]["QuantizeLinear"] >= 36 and graph["ops"]["DequantizeLinear"] >= 36
         assert graph["initializer_types"]["INT8"] >= 37  # weights + embedding table

@@ -12,7 +12,8 @@ import textwrap
 import pytest
 
 from quantkit.errors import DataError
-from quantkit.search.space import config_hash, expand_space
+from quantkit.search.report import describe_config
+from quantkit.search.space import SearchPoint, config_hash, expand_space
 from quantkit.search.store import TrialStore
 from quantkit.search.strategies import (
     STRATEGIES,
@@ -239,12 +240,28 @@ def test_space_expansion_via_inc():
                                   "format": ["qdq", "qoperator"], "calibration.method": ["minmax", "entropy"]})
     hashes = [config_hash(c) for c in configs]
     assert len(hashes) == len(set(hashes))
-    assert configs[0] == BASE
+    first = configs[0].model_dump(mode="json")
+    assert first.pop("optimize") == "auto" and first == BASE.model_dump(mode="json")
     dynamic = [c for c in configs if c.approach == "dynamic"]
     static = [c for c in configs if c.approach == "static"]
     assert len(dynamic) == 2  # format and calibration mean nothing to dynamic: collapsed
     assert len(static) == 2 * 2 * 2
     assert all(c.format is None for c in dynamic)
+
+
+def test_space_varies_graph_optimization():
+    configs = expand_space(BASE, {"export.optimize": ["none", "transformer"], "per_channel": [True, False]},
+                           optimize="extended")
+    levels = sorted({c.optimize for c in configs})
+    assert configs[0].optimize == "extended"  # the spec's level is the first candidate's
+    assert levels == ["extended", "none", "transformer"]
+    assert len(configs) == 1 + 2 * 2
+    assert len({config_hash(c) for c in configs}) == len(configs)  # the level is part of the identity
+    assert "optimize=transformer" in describe_config(configs[-1].model_dump(mode="json"))
+    assert "optimize" not in describe_config(SearchPoint().model_dump(mode="json"))
+    mixed = expand_space(BASE, {"approach": ["dynamic", "static"], "export.optimize": ["auto", "none"]})
+    assert sorted((c.approach, c.optimize) for c in mixed) == [
+        ("dynamic", "auto"), ("dynamic", "none"), ("static", "none")]  # static: auto resolves to none
 
 
 def test_strategy_registry():

@@ -1,0 +1,211 @@
+"""Graph optimization before quantization (``export.optimize``).
+
+``transformer`` runs ONNX Runtime's transformer optimizer, which rewrites a BERT-family
+encoder into fused contrib ops (``Attention``, ``EmbedLayerNormalization``,
+``SkipLayerNormalization``, ``BiasGelu``), so the quantizer then produces ``QAttention``
+and ``DynamicQuantizeMatMul`` and int8 runs through fused kernels. ``basic``/``extended``
+save the graph ONNX Runtime's own session optimizer produces at that level. Every
+optimized graph is checked against the unfused FP32 model on random inputs at two shapes
+(max absolute output difference ≤ ``export.optimize_atol``), like the export check.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import ExportError, ExportValidationError
+from .export import ExportedModel, _sample_inputs, onnx_io
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["LEVELS", "FUSED_OPS", "ort_model_type", "resolve_level", "optimize_graph", "compare_models"]
+
+LEVELS = ("none", "basic", "extended", "transformer")
+
+#: Contrib ops that show a fusion happened (reported and counted).
+FUSED_OPS = (
+    "Attention",
+    "MultiHeadAttention",
+    "EmbedLayerNormalization",
+    "SkipLayerNormalization",
+    "SkipSimplifiedLayerNormalization",
+    "BiasGelu",
+    "FastGelu",
+    "Gelu",
+    "FusedMatMul",
+    "LayerNormalization",
+)
+
+
+def ort_model_type(model_type: str | None) -> str | None:
+    """The ONNX Runtime transformer-optimizer family of a transformers ``model_type`` (None: unsupported)."""
+    if not model_type:
+        return None
+    try:
+        from optimum.onnxruntime.utils import ORTConfigManager
+
+        family = ORTConfigManager.get_model_ort_type(model_type.replace("_", "-"))
+    except Exception:  # noqa: BLE001 - optimum raises KeyError/NotImplementedError for unknown types
+        return None
+    # Only encoder families are fused into kernels quantkit's int8 path can use.
+    return family if family in ("bert", "vit") else None
+
+
+def resolve_level(level: str, *, approach: str, backend: str, model_type: str | None) -> str:
+    """What ``auto`` means for this candidate: transformer fusion for ONNX Runtime dynamic
+    quantization of a supported encoder, nothing otherwise (static QDQ of fused graphs
+    measured slower than unfused, and PyTorch backends never see the ONNX graph)."""
+    if level != "auto":
+        return level
+    if backend == "onnxruntime" and approach == "dynamic" and ort_model_type(model_type) is not None:
+        return "transformer"
+    return "none"
+
+
+def _heads_and_hidden(config: Any) -> tuple[int, int]:
+    heads = getattr(config, "num_attention_heads", None) or getattr(config, "n_heads", None) or 0
+    hidden = getattr(config, "hidden_size", None) or getattr(config, "dim", None) or 0
+    return int(heads), int(hidden)
+
+
+def compare_models(
+    reference: Path, candidate: Path, *, vocab_size: int, shapes: list[tuple[int, int]], seed: int = 0
+) -> float:
+    """Max absolute difference of the first output of two ONNX models on the same random inputs."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    a = ort.InferenceSession(str(reference), so, providers=["CPUExecutionProvider"])
+    b = ort.InferenceSession(str(candidate), so, providers=["CPUExecutionProvider"])
+    names_a = [i.name for i in a.get_inputs()]
+    names_b = {i.name for i in b.get_inputs()}
+    rng = np.random.default_rng(seed)
+    worst = 0.0
+    for batch, seq in shapes:
+        feeds = _sample_inputs(names_a, batch, seq, vocab_size, rng)
+        out_a = a.run(None, feeds)[0]
+        out_b = b.run(None, {k: v for k, v in feeds.items() if k in names_b})[0]
+        if out_a.shape != out_b.shape:
+            raise ExportValidationError(
+                f"optimized model output shape {out_b.shape} != unfused {out_a.shape} at input shape {(batch, seq)}",
+                max_abs_diff=float("inf"),
+                atol=0.0,
+            )
+        worst = max(worst, float(np.max(np.abs(out_a.astype(np.float64) - out_b))))
+    return worst
+
+
+def _ort_level(src: Path, dst: Path, level: str) -> None:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = {
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    }[level]
+    so.optimized_model_filepath = str(dst)
+    so.log_severity_level = 3
+    ort.InferenceSession(str(src), so, providers=["CPUExecutionProvider"])
+
+
+def _transformer(src: Path, dst: Path, model_type: str, config: Any, fuse_embeddings: bool) -> None:
+    from onnxruntime.transformers.fusion_options import FusionOptions
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    family = ort_model_type(model_type)
+    if family is None:
+        raise ExportError(
+            f"export.optimize: transformer: ONNX Runtime's transformer optimizer has no fusions for model type "
+            f"{model_type!r}",
+            hint="use export.optimize: extended (or auto)",
+        )
+    heads, hidden = _heads_and_hidden(config)
+    options = FusionOptions(family)
+    # EmbedLayerNormalization swallows the embedding Gathers: keep them when they are to be quantized.
+    options.enable_embed_layer_norm = fuse_embeddings
+    optimized = optimize_model(str(src), model_type=family, num_heads=heads, hidden_size=hidden,
+                               optimization_options=options)
+    optimized.save_model_to_file(str(dst))
+
+
+def optimize_graph(
+    fp32: ExportedModel,
+    level: str,
+    output_dir: Path,
+    *,
+    model_type: str | None,
+    model_config: Any,
+    atol: float,
+    validate: bool = True,
+    fuse_embeddings: bool = True,
+) -> tuple[ExportedModel, dict[str, Any]]:
+    """Optimize ``fp32`` at ``level`` into ``output_dir/model.onnx``; return it with a report section.
+
+    ``level`` must be resolved (not ``auto``). ``none`` returns ``fp32`` unchanged.
+    ``fuse_embeddings=False`` keeps the embedding ``Gather`` nodes (to quantize them). Raises
+    :class:`ExportValidationError` when the optimized model drifts from the unfused one by
+    more than ``atol``.
+    """
+    if level == "auto":
+        raise ValueError("resolve export.optimize auto with resolve_level() first")
+    if level not in LEVELS:
+        raise ValueError(f"export.optimize must be one of {LEVELS}, got {level!r}")
+    before = _op_counts(fp32.path)
+    if level == "none":
+        return fp32, {"level": "none", "ops_before": len(before), "fused": {}}
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    dst = output_dir / "model.onnx"
+    try:
+        if level == "transformer":
+            _transformer(fp32.path, dst, model_type or "", model_config, fuse_embeddings)
+        else:
+            _ort_level(fp32.path, dst, level)
+    except ExportError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - both optimizers raise anything
+        shutil.rmtree(output_dir, ignore_errors=True)
+        raise ExportError(f"export.optimize: {level} graph optimization failed: {exc}") from exc
+    after = _op_counts(dst)
+    fused = {op: n for op, n in after.items() if op in FUSED_OPS and n > before.get(op, 0)}
+    section: dict[str, Any] = {
+        "level": level,
+        "nodes_before": sum(before.values()),
+        "nodes_after": sum(after.values()),
+        "fused": fused,
+    }
+    if level == "transformer" and not ({"Attention", "MultiHeadAttention"} & set(fused)):
+        logger.warning("the transformer optimizer fused no attention in %s: int8 attention stays unfused", fp32.path)
+    if validate:
+        vocab = int(getattr(model_config, "vocab_size", 1000))
+        max_pos = int(getattr(model_config, "max_position_embeddings", 512) or 512)
+        shapes = [(2, min(16, max_pos)), (3, min(37, max_pos))]
+        diff = compare_models(fp32.path, dst, vocab_size=vocab, shapes=shapes)
+        section["max_abs_diff"] = diff
+        section["atol"] = atol
+        if not np.isfinite(diff) or diff > atol:
+            raise ExportValidationError(
+                f"export.optimize: {level}: the optimized FP32 model differs from the unfused one by {diff:.3g} "
+                f"(> export.optimize_atol {atol:g}) at shapes {shapes}",
+                max_abs_diff=diff,
+                atol=atol,
+                hint="use export.optimize: none or extended, or raise export.optimize_atol if this is expected",
+            )
+        logger.info("%s optimization: %s fused; matches the unfused model within %.3g", level, fused, diff)
+    inputs, outputs = onnx_io(dst)
+    return replace(fp32, path=dst, input_names=inputs, output_names=outputs), section
+
+
+def _op_counts(path: Path) -> Counter[str]:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return Counter(n.op_type for n in model.graph.node)

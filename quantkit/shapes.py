@@ -1,0 +1,134 @@
+"""Dynamic shapes, first class: the quantized model across a batch × sequence grid.
+
+For every (batch, sequence) of ``evaluation.shapes`` the same evaluation texts are
+tokenized at that sequence length and run through FP32 and int8 at that batch size:
+int8 predictions must agree with FP32 (agreement, max logit difference), and each model's
+predictions must not depend on the batch it is run in (*batch invariance*: every example
+scored alone vs. inside a batch). FP32 and int8 are then timed side by side at each shape.
+The graph inputs' symbolic axes are recorded, so a model whose axes were pinned shows up.
+
+A note on batch invariance: ONNX Runtime's dynamic quantization computes one activation
+scale per tensor, i.e. over the whole batch, so a borderline example can change its
+prediction with its batch mates (onnxruntime#10111). Static quantization uses fixed scales
+and is batch invariant. The report says which one a model is, measured.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .data import encode, load_rows
+from .errors import EvaluationError
+from .evaluation import OnnxRunner, measure_side_by_side
+from .export import symbolic_axes
+from .spec import DatasetSpec, LatencySpec, ShapeGridSpec
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["check_shapes", "batch_invariance", "dynamic_axes_report"]
+
+
+def dynamic_axes_report(path: str | Path) -> dict[str, Any]:
+    """Each input's dims (str: symbolic, int: fixed) and whether batch and sequence are symbolic."""
+    axes = symbolic_axes(path)
+    ok = all(len(d) >= 2 and isinstance(d[0], str) and isinstance(d[1], str) for d in axes.values())
+    return {"inputs": axes, "batch_and_sequence_symbolic": ok}
+
+
+def batch_invariance(runner: OnnxRunner, data: Any, batch_size: int) -> dict[str, float]:
+    """Predictions and logits of every example run alone vs inside batches of ``batch_size``."""
+    alone = runner.predict(data, 1)
+    batched = runner.predict(data, batch_size)
+    return {
+        "batch_size": batch_size,
+        "identical_predictions": float(np.mean(alone.argmax(-1) == batched.argmax(-1))),
+        "max_abs_diff": float(np.max(np.abs(alone - batched))),
+    }
+
+
+def check_shapes(
+    fp32_path: Path,
+    int8_path: Path,
+    *,
+    dataset: DatasetSpec,
+    tokenizer: Any,
+    model_config: Any,
+    grid: ShapeGridSpec,
+    latency: LatencySpec,
+    key: str = "data.evaluation",
+) -> dict[str, Any]:
+    """Agreement, batch invariance and latency of int8 vs FP32 over ``grid``; a report section.
+
+    Raises :class:`EvaluationError` when a sequence length exceeds the model's positions, or
+    when agreement falls below ``grid.min_agreement`` at some shape.
+    """
+    max_pos = int(getattr(model_config, "max_position_embeddings", 0) or 0)
+    too_long = [s for s in grid.sequence_lengths if max_pos and s > max_pos]
+    if too_long:
+        raise EvaluationError(
+            f"evaluation.shapes.sequence_lengths: {too_long} exceed the model's max_position_embeddings {max_pos}"
+        )
+    rows = load_rows(dataset, key)
+    rows = rows.select(range(min(grid.examples, len(rows))))
+    threads = latency.threads
+    fp32, int8 = OnnxRunner(fp32_path, threads), OnnxRunner(int8_path, threads)
+    vocab = int(getattr(model_config, "vocab_size", 30522))
+    cells: list[dict[str, Any]] = []
+    invariance: dict[str, dict[str, Any]] = {"fp32": {}, "int8": {}}
+    for seq in grid.sequence_lengths:
+        data = encode(rows, tokenizer, dataset, key=key, max_length=seq, padding="max_length",
+                      model_config=model_config)
+        ref_alone = fp32.predict(data, 1)
+        q_alone = int8.predict(data, 1)
+        for batch in grid.batch_sizes:
+            ref = ref_alone if batch == 1 else fp32.predict(data, batch)
+            q = q_alone if batch == 1 else int8.predict(data, batch)
+            cell: dict[str, Any] = {
+                "batch_size": batch,
+                "sequence_length": seq,
+                "examples": len(data),
+                "agreement": float(np.mean(ref.argmax(-1) == q.argmax(-1))),
+                "max_abs_diff": float(np.max(np.abs(ref - q))),
+            }
+            for name, alone, batched in (("fp32", ref_alone, ref), ("int8", q_alone, q)):
+                if batch > 1:
+                    inv = {
+                        "identical_predictions": float(np.mean(alone.argmax(-1) == batched.argmax(-1))),
+                        "max_abs_diff": float(np.max(np.abs(alone - batched))),
+                    }
+                    cell[f"{name}_batch_invariance"] = inv
+                    prev = invariance[name]
+                    if not prev or inv["identical_predictions"] < prev["identical_predictions"] or (
+                        inv["identical_predictions"] == prev["identical_predictions"]
+                        and inv["max_abs_diff"] > prev["max_abs_diff"]
+                    ):
+                        invariance[name] = {**inv, "batch_size": batch, "sequence_length": seq}
+            if grid.latency:
+                lat = latency.model_copy(update={"batch_size": batch, "sequence_length": seq, "rounds": 1})
+                speed = measure_side_by_side({"fp32": fp32_path, "int8": int8_path}, lat, vocab_size=vocab)
+                cell["fp32_p50_ms"] = speed["fp32"].p50_ms
+                cell["int8_p50_ms"] = speed["int8"].p50_ms
+                cell["latency_ratio"] = speed["int8"].p50_ms / speed["fp32"].p50_ms
+            cells.append(cell)
+            logger.info("shape b%d x s%d: agreement %.4f, max diff %.3g%s", batch, seq, cell["agreement"],
+                        cell["max_abs_diff"],
+                        f", int8/fp32 p50 {cell['latency_ratio']:.2f}" if "latency_ratio" in cell else "")
+    section = {
+        "grid": grid.model_dump(mode="json"),
+        "cells": cells,
+        "min_agreement": min(c["agreement"] for c in cells),
+        "batch_invariance": {k: v for k, v in invariance.items() if v},
+        "dynamic_axes": dynamic_axes_report(int8_path),
+    }
+    if grid.min_agreement is not None and section["min_agreement"] < grid.min_agreement:
+        worst = min(cells, key=lambda c: c["agreement"])
+        raise EvaluationError(
+            f"evaluation.shapes.min_agreement: int8 agrees with FP32 on {worst['agreement']:.4f} of "
+            f"{worst['examples']} examples at batch {worst['batch_size']} x sequence {worst['sequence_length']}, "
+            f"below {grid.min_agreement}"
+        )
+    return section
