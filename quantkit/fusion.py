@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ import numpy as np
 
 from .errors import ExportError, ExportValidationError
 from .export import ExportedModel, _sample_inputs, onnx_io
+from .graph import op_counts
 
 logger = logging.getLogger(__name__)
 
@@ -158,7 +158,7 @@ def optimize_graph(
         raise ValueError("resolve export.optimize auto with resolve_level() first")
     if level not in LEVELS:
         raise ValueError(f"export.optimize must be one of {LEVELS}, got {level!r}")
-    before = _op_counts(fp32.path)
+    before = op_counts(fp32.path)
     if level == "none":
         return fp32, {"level": "none", "ops_before": len(before), "fused": {}}
     output_dir = Path(output_dir)
@@ -174,7 +174,7 @@ def optimize_graph(
     except Exception as exc:  # noqa: BLE001 - both optimizers raise anything
         shutil.rmtree(output_dir, ignore_errors=True)
         raise ExportError(f"export.optimize: {level} graph optimization failed: {exc}") from exc
-    after = _op_counts(dst)
+    after = op_counts(dst)
     fused = {op: n for op, n in after.items() if op in FUSED_OPS and n > before.get(op, 0)}
     section: dict[str, Any] = {
         "level": level,
@@ -203,9 +203,3 @@ def optimize_graph(
     inputs, outputs = onnx_io(dst)
     return replace(fp32, path=dst, input_names=inputs, output_names=outputs), section
 
-
-def _op_counts(path: Path) -> Counter[str]:
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    return Counter(n.op_type for n in model.graph.node)

@@ -39,15 +39,16 @@ def dynamic_axes_report(path: str | Path) -> dict[str, Any]:
     return {"inputs": axes, "batch_and_sequence_symbolic": ok}
 
 
-def batch_invariance(runner: OnnxRunner, data: Any, batch_size: int) -> dict[str, float]:
-    """Predictions and logits of every example run alone vs inside batches of ``batch_size``."""
-    alone = runner.predict(data, 1)
-    batched = runner.predict(data, batch_size)
+def _compare(alone: np.ndarray, batched: np.ndarray) -> dict[str, float]:
     return {
-        "batch_size": batch_size,
         "identical_predictions": float(np.mean(alone.argmax(-1) == batched.argmax(-1))),
         "max_abs_diff": float(np.max(np.abs(alone - batched))),
     }
+
+
+def batch_invariance(runner: OnnxRunner, data: Any, batch_size: int) -> dict[str, float]:
+    """Predictions and logits of every example run alone vs inside batches of ``batch_size``."""
+    return {"batch_size": batch_size, **_compare(runner.predict(data, 1), runner.predict(data, batch_size))}
 
 
 def check_shapes(
@@ -96,10 +97,7 @@ def check_shapes(
             }
             for name, alone, batched in (("fp32", ref_alone, ref), ("int8", q_alone, q)):
                 if batch > 1:
-                    inv = {
-                        "identical_predictions": float(np.mean(alone.argmax(-1) == batched.argmax(-1))),
-                        "max_abs_diff": float(np.max(np.abs(alone - batched))),
-                    }
+                    inv = _compare(alone, batched)
                     cell[f"{name}_batch_invariance"] = inv
                     prev = invariance[name]
                     if not prev or inv["identical_predictions"] < prev["identical_predictions"] or (
