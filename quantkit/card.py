@@ -38,27 +38,6 @@ __all__ = [
 LIBRARY_NAME = "transformers"
 BASE_TAGS = ("onnx", "int8", "quantized", "quantkit", "optimum", "onnxruntime")
 
-#: Hub pipeline tags for the tasks quantkit exports (optimum task names).
-_PIPELINE_TAGS = {
-    "text-classification": "text-classification",
-    "token-classification": "token-classification",
-    "question-answering": "question-answering",
-    "fill-mask": "fill-mask",
-    "feature-extraction": "feature-extraction",
-    "zero-shot-classification": "zero-shot-classification",
-    "text-generation": "text-generation",
-    "text2text-generation": "text2text-generation",
-    "image-classification": "image-classification",
-}
-#: Optimum ORTModel class per task, for the usage snippet.
-_ORT_CLASSES = {
-    "text-classification": "ORTModelForSequenceClassification",
-    "token-classification": "ORTModelForTokenClassification",
-    "question-answering": "ORTModelForQuestionAnswering",
-    "fill-mask": "ORTModelForMaskedLM",
-    "feature-extraction": "ORTModelForFeatureExtraction",
-    "multiple-choice": "ORTModelForMultipleChoice",
-}
 _METRIC_NAMES = {
     "accuracy": "Accuracy",
     "f1": "F1",
@@ -68,6 +47,8 @@ _METRIC_NAMES = {
     "pearson": "Pearson correlation",
     "spearman": "Spearman correlation",
     "agreement": "Agreement with FP32 predictions",
+    "exact_match": "Exact match",
+    "cosine": "Cosine similarity to FP32 embeddings",
 }
 _DATA_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet")
 #: Operators that show what the quantized graph computes in integers.
@@ -87,7 +68,7 @@ def _is_local(path: str) -> bool:
 
 
 def _hub_id(value: Any) -> str | None:
-    from .hub import looks_like_repo_id
+    from .spec import looks_like_repo_id
 
     if isinstance(value, str) and value and not _is_local(value) and looks_like_repo_id(value):
         return value
@@ -190,7 +171,7 @@ def _metadata(report: dict[str, Any], repo_id: str, base_model: str | None, lice
     from huggingface_hub import EvalResult, ModelCardData
 
     model = report.get("model", {})
-    task = model.get("task") or "text-classification"
+    task = _task(report)
     cfg = report.get("quantization", {}).get("config", {})
     evaluation = report.get("evaluation", {})
     data_spec = report.get("spec", {}).get("data", {}) or {}
@@ -212,8 +193,8 @@ def _metadata(report: dict[str, Any], repo_id: str, base_model: str | None, lice
         ds_path = str(evaluation.get("dataset") or "")
         ds = data_spec.get("evaluation") or {}
         common = dict(
-            task_type=task,
-            task_name=task.replace("-", " ").title(),
+            task_type=task.card_task_type,
+            task_name=task.card_task_type.replace("-", " ").title(),
             dataset_type=_dataset_label(ds_path),
             dataset_name=_dataset_label(ds_path) + (f" ({ds['name']})" if ds.get("name") else ""),
             dataset_config=ds.get("name"),
@@ -232,7 +213,7 @@ def _metadata(report: dict[str, Any], repo_id: str, base_model: str | None, lice
     data = ModelCardData(
         base_model=base_model,
         library_name=LIBRARY_NAME,
-        pipeline_tag=_PIPELINE_TAGS.get(task),
+        pipeline_tag=task.pipeline_tag,
         license=license,
         datasets=datasets or None,
         tags=tags,
@@ -405,21 +386,24 @@ def _tuning_section(report: dict[str, Any], files: Sequence[str]) -> list[str]:
     return lines
 
 
+def _task(report: dict[str, Any]) -> Any:
+    """The report's task, bound to what the report says of it (pooling of a sentence encoder)."""
+    from types import SimpleNamespace
+
+    from .tasks import task_for
+
+    section = report.get("task") or {}
+    options = SimpleNamespace(pooling=section.get("pooling", "auto"),
+                              normalize={True: "true", False: "false"}.get(section.get("normalize"), "auto"))
+    return task_for(report.get("model", {}).get("task") or "text-classification", options=options)
+
+
 def _usage_section(report: dict[str, Any], repo_id: str) -> list[str]:
-    task = report.get("model", {}).get("task") or "text-classification"
-    cls = _ORT_CLASSES.get(task, "ORTModelForSequenceClassification")
-    pipeline_task = _PIPELINE_TAGS.get(task, task)
     return [
         "## Usage",
         "",
         "```python",
-        f"from optimum.onnxruntime import {cls}",
-        "from transformers import AutoTokenizer, pipeline",
-        "",
-        f'model = {cls}.from_pretrained("{repo_id}")',
-        f'tokenizer = AutoTokenizer.from_pretrained("{repo_id}")',
-        f'pipe = pipeline("{pipeline_task}", model=model, tokenizer=tokenizer)',
-        'print(pipe("Replace me by any text you like."))',
+        *_task(report).usage(repo_id),
         "```",
         "",
         "Needs `pip install optimum-onnx[onnxruntime]`.",

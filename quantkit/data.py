@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .errors import DataError
-from .spec import DatasetSpec
+if TYPE_CHECKING:
+    from .spec import DatasetSpec
 
 logger = logging.getLogger(__name__)
 
@@ -20,17 +21,23 @@ __all__ = ["TextDataset", "load_rows", "encode", "load_text_dataset"]
 
 @dataclass
 class TextDataset:
-    """Tokenized examples held as padded ``int64`` arrays, plus labels when present.
+    """Tokenized rows held as padded ``int64`` arrays, plus the task's references when present.
 
     Every array is padded to ``max_length``; with ``padding="longest"`` each batch is
-    trimmed to its longest example, so models see dynamic sequence lengths.
+    trimmed to its longest example, so models see dynamic sequence lengths. What ``labels``
+    holds is the task's business (class ids, tag sequences, answers, similarity scores);
+    ``meta`` holds per-row arrays or lists the task needs to post-process outputs (word ids,
+    offsets, feature → example maps) and is sliced with the rows; ``examples`` holds
+    per-example data that is not per row (e.g. a QA example's context).
     """
 
     name: str
     inputs: dict[str, np.ndarray]
-    labels: np.ndarray | None
+    labels: Any
     padding: str = "max_length"
     padding_side: str = "right"
+    meta: dict[str, Any] = field(default_factory=dict)
+    examples: Any = None
 
     def __len__(self) -> int:
         return len(next(iter(self.inputs.values())))
@@ -47,7 +54,20 @@ class TextDataset:
             None if self.labels is None else self.labels[start:stop],
             self.padding,
             self.padding_side,
+            {k: v[start:stop] for k, v in self.meta.items()},
+            self.examples,
         )
+
+    def take(self, index: Sequence[int] | np.ndarray) -> "TextDataset":
+        """The rows at ``index`` (labels and meta follow; they must be per-row)."""
+        idx = np.asarray(index, dtype=np.int64)
+
+        def pick(v: Any) -> Any:
+            return v[idx] if isinstance(v, np.ndarray) else [v[i] for i in idx]
+
+        return TextDataset(self.name, {k: v[idx] for k, v in self.inputs.items()},
+                           None if self.labels is None else pick(self.labels), self.padding, self.padding_side,
+                           {k: pick(v) for k, v in self.meta.items()}, self.examples)
 
     def select(self, n: int) -> "TextDataset":
         """The first ``n`` examples."""
@@ -79,10 +99,11 @@ class TextDataset:
         return -(-len(self) // batch_size)
 
 
-def load_rows(ds: DatasetSpec, key: str) -> Any:
+def load_rows(ds: DatasetSpec, key: str, columns: Any = None) -> Any:
     """Load the rows of one dataset entry as a ``datasets.Dataset``.
 
-    ``key`` is the spec key path of the entry (e.g. ``data.evaluation``), used in errors.
+    ``key`` is the spec key path of the entry (e.g. ``data.evaluation``), used in errors;
+    ``columns`` (a task's :class:`~quantkit.tasks.base.Columns`) are checked to exist.
     """
     import datasets
 
@@ -114,16 +135,18 @@ def load_rows(ds: DatasetSpec, key: str) -> Any:
     except Exception as exc:  # noqa: BLE001 - pyarrow/json parse errors come in many types
         raise DataError(f"{key}.path: cannot read {ds.path}: {type(exc).__name__}: {exc}") from None
 
-    columns = set(dset.column_names)
-    for i, col in enumerate(ds.text_columns):
-        if col not in columns:
+    present = set(dset.column_names)
+    text = columns.text if columns is not None else tuple(ds.text_columns or ("text",))
+    label = columns.label if columns is not None else (None if ds.label_column == "auto" else ds.label_column)
+    for i, col in enumerate(text):
+        if col not in present:
             raise DataError(
-                f"{key}.text_columns.{i}: column {col!r} not in {ds.path} (columns: {', '.join(sorted(columns))})"
+                f"{key}.text_columns.{i}: column {col!r} not in {ds.path} (columns: {', '.join(sorted(present))})"
             )
-    if ds.label_column is not None and ds.label_column not in columns:
+    if label is not None and label not in present:
         raise DataError(
-            f"{key}.label_column: column {ds.label_column!r} not in {ds.path} "
-            f"(columns: {', '.join(sorted(columns))}); use label_column: null for unlabeled data"
+            f"{key}.label_column: column {label!r} not in {ds.path} "
+            f"(columns: {', '.join(sorted(present))}); use label_column: null for unlabeled data"
         )
     if len(dset) == 0:
         raise DataError(f"{key}.path: {ds.path} has no rows")
@@ -134,82 +157,37 @@ def load_rows(ds: DatasetSpec, key: str) -> Any:
     return dset
 
 
-def _labels(values: list[Any], label2id: dict[str, int] | None, num_labels: int | None, key: str) -> np.ndarray:
-    if num_labels == 1:  # regression
-        try:
-            return np.asarray(values, dtype=np.float32)
-        except (TypeError, ValueError):
-            raise DataError(f"{key}.label_column: regression labels must be numbers") from None
-    if values and all(isinstance(v, str) for v in values):
-        mapping = {str(k).lower(): int(v) for k, v in (label2id or {}).items()}
-        unknown = sorted({v for v in values if v.lower() not in mapping})
-        if unknown:
-            raise DataError(
-                f"{key}.label_column: labels {unknown[:5]} are not in the model's label2id "
-                f"({', '.join(sorted(mapping)) or 'empty'})"
-            )
-        return np.asarray([mapping[v.lower()] for v in values], dtype=np.int64)
-    try:
-        arr = np.asarray(values, dtype=np.int64)
-    except (TypeError, ValueError):
-        raise DataError(f"{key}.label_column: expected integer or string class labels") from None
-    if num_labels is not None and len(arr) and (arr.min() < 0 or arr.max() >= num_labels):
-        raise DataError(
-            f"{key}.label_column: label values span {int(arr.min())}..{int(arr.max())} "
-            f"but the model has {num_labels} labels (0..{num_labels - 1})"
-        )
-    return arr
+def _default_task(task: Any, model_config: Any) -> Any:
+    if task is not None:
+        return task
+    from .tasks import task_for
+
+    return task_for("text-classification", model_config)
 
 
 def encode(
-    rows: Any,
-    tokenizer: Any,
-    ds: DatasetSpec,
-    *,
-    key: str,
-    max_length: int,
-    padding: str,
-    model_config: Any | None = None,
-    chunk_size: int = 1024,
+    rows: Any, tokenizer: Any, ds: DatasetSpec, task: Any = None, *, key: str, max_length: int, padding: str,
+    labelled: bool | None = None, model_config: Any = None,
 ) -> TextDataset:
-    """Tokenize ``rows`` (truncating to ``max_length``) into a :class:`TextDataset`."""
-    n = len(rows)
-    limit = getattr(tokenizer, "model_max_length", None)
-    if limit is not None and limit < 10**6 and max_length > limit:
-        raise DataError(f"data.max_length: {max_length} exceeds the tokenizer's model_max_length {limit}")
-    pieces: dict[str, list[np.ndarray]] = {}
-    for start in range(0, n, chunk_size):
-        chunk = rows[start : start + chunk_size]
-        texts = [[str(t) if t is not None else "" for t in chunk[c]] for c in ds.text_columns]
-        enc = tokenizer(
-            *texts,
-            truncation=True,
-            max_length=max_length,
-            padding="max_length",
-            return_tensors="np",
-        )
-        for name, arr in enc.items():
-            pieces.setdefault(name, []).append(arr.astype(np.int64))
-    inputs = {k: np.concatenate(v) for k, v in pieces.items()}
-    labels = None
-    if ds.label_column is not None:
-        label2id = getattr(model_config, "label2id", None)
-        num_labels = getattr(model_config, "num_labels", None)
-        labels = _labels(list(rows[ds.label_column]), label2id, num_labels, key)
-    return TextDataset(
-        name=key,
-        inputs=inputs,
-        labels=labels,
-        padding=padding,
-        padding_side=getattr(tokenizer, "padding_side", "right"),
-    )
+    """Tokenize ``rows`` the way ``task`` reads them (truncating to ``max_length``) into a :class:`TextDataset`.
+
+    ``labelled=False`` skips the references even when the data has a label column. Without ``task``,
+    a text classifier with ``model_config`` is assumed.
+    """
+    task = _default_task(task, model_config)
+    columns = task.columns(ds)
+    with_labels = columns.label is not None if labelled is None else labelled and columns.label is not None
+    return task.encode(rows, tokenizer, columns, key=key, max_length=max_length, padding=padding,
+                       labelled=with_labels)
 
 
 def load_text_dataset(
-    ds: DatasetSpec, tokenizer: Any, *, key: str, max_length: int, padding: str, model_config: Any | None = None
+    ds: DatasetSpec, tokenizer: Any, task: Any = None, *, key: str, max_length: int, padding: str,
+    model_config: Any = None,
 ) -> TextDataset:
-    """:func:`load_rows` then :func:`encode`."""
-    rows = load_rows(ds, key)
-    data = encode(rows, tokenizer, ds, key=key, max_length=max_length, padding=padding, model_config=model_config)
-    logger.info("%s: %d examples from %s", key, len(data), ds.path)
+    """:func:`load_rows` then :func:`encode` with ``task`` (a text classifier with ``model_config`` when None)."""
+    task = _default_task(task, model_config)
+    rows = load_rows(ds, key, task.columns(ds))
+    data = encode(rows, tokenizer, ds, task, key=key, max_length=max_length, padding=padding)
+    logger.info("%s: %d rows from %d examples of %s", key, len(data), len(rows), ds.path)
     return data

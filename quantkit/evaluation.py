@@ -20,9 +20,10 @@ from typing import Any
 import numpy as np
 
 from .data import TextDataset
+from .tasks.base import Predictions
 from .errors import EvaluationError
 from .graph import model_size_bytes
-from .registry import Registry
+from .metrics import METRICS, MetricDef, compute_metric, to_predictions  # noqa: F401 (re-exported)
 from .spec import EvaluationSpec, LatencySpec
 
 logger = logging.getLogger(__name__)
@@ -38,67 +39,6 @@ __all__ = [
     "evaluate_model",
     "default_threads",
 ]
-
-METRICS_DIR = Path(__file__).parent / "metrics"
-
-
-@dataclass(frozen=True)
-class MetricDef:
-    """How to compute a spec metric with one of the shipped evaluate scripts."""
-
-    script: str
-    config_name: str | None = None
-    higher_is_better: bool = True
-    needs_labels: bool = True
-    regression: bool = False
-    averaged: bool = False
-
-
-METRICS: Registry[MetricDef] = Registry("metric")
-for _name, _def in {
-    "accuracy": MetricDef("accuracy"),
-    "agreement": MetricDef("accuracy", needs_labels=False),
-    "f1": MetricDef("classification", "f1", averaged=True),
-    "precision": MetricDef("classification", "precision", averaged=True),
-    "recall": MetricDef("classification", "recall", averaged=True),
-    "matthews_correlation": MetricDef("classification", "matthews_correlation"),
-    "pearson": MetricDef("correlation", "pearson", regression=True),
-    "spearman": MetricDef("correlation", "spearman", regression=True),
-}.items():
-    METRICS.register(_name)(_def)
-
-_loaded_metrics: dict[tuple[str, str | None], Any] = {}
-
-
-def _load_metric(defn: MetricDef) -> Any:
-    import evaluate
-
-    key = (defn.script, defn.config_name)
-    if key not in _loaded_metrics:
-        path = METRICS_DIR / defn.script
-        kwargs = {"config_name": defn.config_name} if defn.config_name else {}
-        _loaded_metrics[key] = evaluate.load(str(path), **kwargs)
-    return _loaded_metrics[key]
-
-
-def compute_metric(name: str, predictions: np.ndarray, references: np.ndarray, *, average: str = "binary") -> float:
-    """Compute metric ``name`` with its shipped evaluate script."""
-    defn = METRICS.get(name)
-    metric = _load_metric(defn)
-    kwargs: dict[str, Any] = {}
-    if defn.averaged:
-        kwargs["average"] = average
-    out = metric.compute(predictions=predictions.tolist(), references=references.tolist(), **kwargs)
-    key = defn.config_name or defn.script
-    return float(out[key])
-
-
-def to_predictions(logits: np.ndarray, regression: bool) -> np.ndarray:
-    """Class ids (argmax) for classification, the squeezed score for regression."""
-    if regression or logits.shape[-1] == 1:
-        return logits.reshape(len(logits), -1)[:, 0].astype(np.float64)
-    return logits.argmax(axis=-1).astype(np.int64)
-
 
 def default_threads() -> int:
     """Physical cores available to this process (ONNX Runtime's own default)."""
@@ -126,14 +66,33 @@ class OnnxRunner:
         except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
             raise EvaluationError(f"ONNX Runtime cannot load {path}: {exc}") from exc
         self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_names = [o.name for o in self.session.get_outputs()]
 
     def predict(self, data: TextDataset, batch_size: int, progress: Any | None = None) -> np.ndarray:
+        """The first output of every batch, concatenated (all batches must share its trailing shape)."""
         outputs = []
         for batch in data.batches(batch_size, self.input_names):
             outputs.append(self.session.run(None, batch)[0])
             if progress is not None:
                 progress.update(len(outputs[-1]))
         return np.concatenate(outputs)
+
+    def run(self, data: TextDataset, batch_size: int, task: Any, *, progress: Any | None = None,
+            raw: bool = False) -> Predictions:
+        """``task``'s predictions on ``data`` (and with ``raw``, its primary output padded to ``data.max_length``)."""
+        missing = [n for n in task.output_names if n not in self.output_names]
+        if missing:
+            raise EvaluationError(f"the ONNX model has outputs {self.output_names}; {task.name} needs {missing}")
+        parts, raws = [], []
+        for start in range(0, len(data), batch_size):
+            feeds = data.batch(start, start + batch_size, self.input_names)
+            outs = dict(zip(self.output_names, self.session.run(None, feeds)))
+            parts.append(task.predict_batch(outs, feeds, data, start))
+            if raw:
+                raws.append(task.raw_output(outs, data.max_length))
+            if progress is not None:
+                progress.update(len(next(iter(feeds.values()))))
+        return Predictions(task.collect(parts, data), np.concatenate(raws) if raws else None)
 
 
 @dataclass
@@ -280,7 +239,8 @@ class ModelEvaluation:
     size_bytes: int
     runtime: RuntimeStats | None
     eval_s: float
-    predictions: np.ndarray
+    #: The task's predictions (class ids, tag lists, embeddings, answers).
+    predictions: Any
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -300,46 +260,44 @@ def evaluate_model(
     spec: EvaluationSpec,
     *,
     label: str,
-    reference_predictions: np.ndarray | None = None,
+    task: Any = None,
+    reference_predictions: Any = None,
     vocab_size: int = 30522,
     measure_speed: bool = True,
     progress: Any | None = None,
 ) -> ModelEvaluation:
-    """Score ``path`` on ``data`` with the spec's metric, then measure its runtime.
+    """Score ``path`` on ``data`` with the spec's metric (as ``task`` computes it), then measure its runtime.
 
-    For ``agreement`` the references are ``reference_predictions`` (the FP32
-    model's); when those are ``None`` the model is its own reference (1.0).
+    For label-free metrics (``agreement``, ``cosine``) the references are ``reference_predictions``
+    (the FP32 model's); when those are ``None`` the model is its own reference (1.0).
     """
-    defn = METRICS.get(spec.metric)
+    if task is None:
+        from .tasks import task_for
+
+        task = task_for("text-classification")
+    metric = spec.metric or task.default_metric()
     runner = OnnxRunner(path, spec.latency.threads)
     start = time.perf_counter()
     bar = progress(len(data), f"evaluating {label}") if progress else None
     try:
-        logits = runner.predict(data, spec.batch_size, bar)
+        predictions = runner.run(data, spec.batch_size, task, progress=bar).values
     finally:
         if bar is not None:
             bar.close()
     eval_s = time.perf_counter() - start
-    predictions = to_predictions(logits, defn.regression)
-    if defn.needs_labels:
-        if data.labels is None:
-            raise EvaluationError(f"metric {spec.metric!r} needs labels but {data.name} has none")
-        references = data.labels
-    else:
-        references = predictions if reference_predictions is None else reference_predictions
-    value = compute_metric(spec.metric, predictions, references, average=spec.average)
+    value = task.compute(metric, predictions, data, average=spec.average, reference=reference_predictions)
     runtime = (
         measure_runtime(path, spec.latency, sequence_length=data.max_length, vocab_size=vocab_size)
         if measure_speed
         else None
     )
     logger.info(
-        "%s: %s=%.4f%s", label, spec.metric, value, f", p50 {runtime.p50_ms:.1f} ms" if runtime else ""
+        "%s: %s=%.4f%s", label, metric, value, f", p50 {runtime.p50_ms:.1f} ms" if runtime else ""
     )
     return ModelEvaluation(
         label=label,
         path=Path(path),
-        metric=spec.metric,
+        metric=metric,
         value=value,
         size_bytes=model_size_bytes(path),
         runtime=runtime,

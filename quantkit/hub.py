@@ -39,7 +39,7 @@ from .errors import (
     HubNotFoundError,
     HubRepoIdError,
 )
-from .spec import validate_repo_id
+from .spec import looks_like_repo_id, validate_repo_id
 
 logger = logging.getLogger(__name__)
 
@@ -469,17 +469,6 @@ def push_artifact(
 
 
 # --------------------------------------------------------------------------- download
-def looks_like_repo_id(value: str) -> bool:
-    """True for ``owner/name`` strings that are not written as local paths."""
-    if value.startswith((".", "/", "~")) or "\\" in value:
-        return False
-    try:
-        validate_repo_id(value)
-    except ValueError:
-        return False
-    return True
-
-
 def download_artifact(
     repo_id: str,
     revision: str | None = None,

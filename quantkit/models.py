@@ -72,31 +72,54 @@ def exportable_tasks(model_type: str) -> list[str]:
 
 
 def infer_task(config: Any) -> str:
-    """Infer the export task from a model config's ``architectures`` via optimum's TasksManager."""
-    import transformers
-    from optimum.exporters.tasks import TasksManager
+    """The task of a checkpoint from its config's ``architectures`` (the task registry's suffix rules)."""
+    from .tasks import infer_task_from_architectures
 
-    for arch in getattr(config, "architectures", None) or []:
-        cls = getattr(transformers, arch, None)
-        if cls is None:
-            continue
-        try:
-            return TasksManager.infer_task_from_model(cls)
-        except (KeyError, ValueError, RuntimeError):
-            continue
-    raise SpecError(
-        [SpecIssue(None, "model.task", "cannot infer the task from the model config; set it explicitly "
-                   "(e.g. text-classification)")]
-    )
+    task = infer_task_from_architectures(config)
+    if task is None:
+        archs = ", ".join(getattr(config, "architectures", None) or []) or "none listed"
+        raise SpecError(
+            [SpecIssue(None, "model.task", f"cannot infer the task from the model config (architectures: {archs}); "
+                       "set it explicitly (e.g. text-classification)")]
+        )
+    return task
 
 
 def _canonical_task(task: str) -> str:
-    from optimum.exporters.tasks import TasksManager
+    from .errors import RegistryError
+    from .tasks import canonical_task, task_names
 
     try:
-        return TasksManager.map_from_synonym(task)
-    except Exception:  # noqa: BLE001 - older/newer optimum: keep the given name
-        return task
+        return canonical_task(task)
+    except RegistryError:
+        raise SpecError([SpecIssue(None, "model.task", f"quantkit has no task {task!r}; expected one of "
+                                   f"{', '.join(task_names())}")]) from None
+
+
+def model_folder(name_or_path: str, revision: str | None = None, files: tuple[str, ...] = ()) -> Path | None:
+    """The local folder of a model: the path itself, or the Hub cache snapshot holding ``files``
+    (downloaded when missing); None when neither has them."""
+    local = Path(name_or_path).expanduser()
+    if local.is_dir():
+        return local
+    if not files:
+        return None
+    try:
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import EntryNotFoundError
+
+        folder = None
+        for name in files:
+            try:
+                folder = Path(hf_hub_download(name_or_path, name, revision=revision)).parent
+            except EntryNotFoundError:
+                continue
+        if folder is not None and "/" in files[0]:
+            folder = folder.parent
+        return folder
+    except Exception as exc:  # noqa: BLE001 - offline or no such repo: the caller falls back to defaults
+        logger.debug("no %s for %s: %s", files, name_or_path, exc)
+        return None
 
 
 def load_model(
@@ -112,8 +135,10 @@ def load_model(
     The task is inferred from the config when not given. Safetensors weights are
     preferred when both formats exist; remote code runs only when asked.
     """
-    from optimum.exporters.tasks import TasksManager
+    import transformers
     from transformers import AutoTokenizer
+
+    from .tasks import get_task
 
     config = _load_config(name_or_path, revision, trust_remote_code)
     task = _canonical_task(task) if task else infer_task(config)
@@ -123,10 +148,7 @@ def load_model(
             [SpecIssue(None, "model.task", f"{task!r} cannot be exported for model type {config.model_type!r}; "
                        f"supported: {', '.join(supported)}")]
         )
-    try:
-        auto_cls = TasksManager.get_model_class_for_task(task, framework="pt")
-    except (KeyError, ValueError) as exc:
-        raise SpecError([SpecIssue(None, "model.task", f"unknown task {task!r}: {exc}")]) from None
+    auto_cls = getattr(transformers, get_task(task).auto_model)
     try:
         model = auto_cls.from_pretrained(
             name_or_path, revision=revision, trust_remote_code=trust_remote_code, **load_options

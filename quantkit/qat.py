@@ -147,37 +147,49 @@ def _param_names(model: Any, graph: Any) -> dict[str, str]:
     return mapping
 
 
-def _holdout_split(data: TextDataset, fraction: float, seed: int) -> tuple[TextDataset, TextDataset | None]:
+def _holdout_split(
+    data: TextDataset, targets: np.ndarray, fraction: float, seed: int
+) -> tuple[tuple[TextDataset, np.ndarray], tuple[TextDataset, np.ndarray] | None]:
     n = len(data)
     k = int(n * fraction)
-    if k < 1 or data.labels is None:
-        return data, None
+    if k < 1:
+        return (data, targets), None
     order = np.random.default_rng(seed).permutation(n)
-    def take(idx: np.ndarray) -> TextDataset:
-        return TextDataset(data.name, {key: v[idx] for key, v in data.inputs.items()}, data.labels[idx],
-                           data.padding, data.padding_side)
-    return take(order[k:]), take(order[:k])
+    fit, held = order[k:], order[:k]
+    return (data.take(fit), targets[fit]), (data.take(held), targets[held])
 
 
-def _accuracy(model: Any, data: TextDataset, names: list[str], batch_size: int) -> float:
+def _accuracy(model: Any, task: Any, data: TextDataset, targets: np.ndarray, names: list[str],
+              batch_size: int) -> float:
+    """Held-out accuracy of the training targets: argmax vs target wherever the target is not ignored
+    (one per example for a classifier, one per first sub-token for a tagger); a regressor: −MSE."""
     import torch
 
-    hits = 0
+    hits = total = 0
+    squared = 0.0
     with torch.inference_mode():
         for start in range(0, len(data), batch_size):
-            b = data.batch(start, start + batch_size, names)
-            logits = model(*(torch.from_numpy(b[n]) for n in names))
-            logits = logits[0] if isinstance(logits, (tuple, list)) else getattr(logits, "logits", logits)
-            hits += int((logits.argmax(-1).numpy() == data.labels[start : start + batch_size]).sum())
-    return hits / len(data)
+            b = {n: data.inputs[n][start: start + batch_size] for n in names}
+            out = task.torch_outputs(model(*(torch.from_numpy(b[n]) for n in names)))[0].float().numpy()
+            want = targets[start: start + batch_size]
+            if np.issubdtype(want.dtype, np.floating):
+                squared += float(np.sum((out.reshape(want.shape) - want) ** 2))
+                total += want.size
+                continue
+            keep = want != -100
+            hits += int(np.sum((out.argmax(-1) == want) & keep))
+            total += int(np.sum(keep))
+    if np.issubdtype(targets.dtype, np.floating):
+        return -squared / max(total, 1)
+    return hits / max(total, 1)
 
 
 class _Batches:
     """A map-style dataset of pre-tokenized examples (cheap to pickle to DataLoader workers)."""
 
-    def __init__(self, data: TextDataset, names: list[str]) -> None:
+    def __init__(self, data: TextDataset, targets: np.ndarray, names: list[str]) -> None:
         self.arrays = [data.inputs[n] for n in names]
-        self.labels = data.labels
+        self.labels = targets
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -194,19 +206,26 @@ def train_qat(
     max_positions: int,
     state_dir: Path | None = None,
     progress: Any | None = None,
+    task: Any = None,
 ) -> QATResult:
-    """Quantization-aware fine-tuning of a sequence classifier; returns the converted int8 graph."""
+    """Quantization-aware fine-tuning with ``task``'s objective (classifier: cross-entropy on the label; tagger:
+    cross-entropy on each word's first sub-token); returns the converted int8 graph."""
     import torch
     from torch.utils.data import DataLoader, RandomSampler
     from torchao.quantization.pt2e import move_exported_model_to_eval, move_exported_model_to_train
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
+    if task is None:
+        from .tasks import task_for
+
+        task = task_for("text-classification")
     if train.labels is None:
         raise QuantizationError("qat needs labels in data.calibration (label_column)")
     start_time = time.perf_counter()
     _seed(spec.seed)
     names = input_names(train)
-    fit, holdout = _holdout_split(train, spec.holdout, spec.seed)
+    (fit, fit_targets), held = _holdout_split(train, task.training_targets(train), spec.holdout, spec.seed)
+    holdout, holdout_targets = held if held is not None else (None, None)
     example = example_inputs(fit)
     dyn = dynamic_shapes(names, max_positions)
     prepared = prepare_qat(model, example, dyn)
@@ -241,7 +260,7 @@ def train_qat(
             logger.info("resuming QAT from step %d of %d (%s)", step, total, checkpoint)
     generator = torch.Generator().manual_seed(spec.seed + step)
     loader = DataLoader(
-        _Batches(fit, names), batch_size=spec.batch_size,
+        _Batches(fit, fit_targets, names), batch_size=spec.batch_size,
         sampler=RandomSampler(range(len(fit)), replacement=False, generator=generator),
         num_workers=spec.num_workers, drop_last=len(fit) > spec.batch_size, persistent_workers=False,
         collate_fn=lambda rows: [torch.from_numpy(np.stack(col)) for col in zip(*rows)],
@@ -258,9 +277,7 @@ def train_qat(
             for batch in loader:
                 *inputs, labels = batch
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
-                    out = prepared(*inputs)
-                    logits = out[0] if isinstance(out, (tuple, list)) else getattr(out, "logits", out)
-                    loss = torch.nn.functional.cross_entropy(logits.float(), labels)
+                    loss = task.training_loss(task.torch_outputs(prepared(*inputs)), labels)
                 if not torch.isfinite(loss):
                     raise QuantizationError(f"QAT loss is {loss.item()} at step {step}; lower qat.learning_rate")
                 optimizer.zero_grad(set_to_none=True)
@@ -281,7 +298,7 @@ def train_qat(
                 if holdout is not None and es is not None and step % es.eval_every == 0:
                     move_exported_model_to_eval(prepared)
                     attention_p = set_attention_dropout(prepared, 0.0)
-                    acc = _accuracy(prepared, holdout, names, spec.batch_size * 2)
+                    acc = _accuracy(prepared, task, holdout, holdout_targets, names, spec.batch_size * 2)
                     set_attention_dropout(prepared, attention_p)
                     move_exported_model_to_train(prepared)
                     result.holdout_accuracy.append((step, acc))

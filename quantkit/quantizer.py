@@ -28,14 +28,11 @@ from .hardware import cpu_info, detect_target, hardware_profile, resolve_quantiz
 from .shapes import check_shapes
 from .models import LoadedModel, load_model
 from .spec import QuantizationConfig, QuantizationSpec, load_spec
+from .tasks import Task, task_for
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["Quantizer", "QuantizationResult"]
-
-#: Tasks quantkit can evaluate end to end (export works for more).
-EVALUATED_TASKS = ("text-classification",)
-
 
 def _tqdm_progress(total: int, desc: str) -> Any:
     from tqdm.auto import tqdm
@@ -155,6 +152,12 @@ class QuantizationResult:
             ("size MB", f"{self.fp32.size_bytes / 2**20:.1f}", f"{self.quantized.size_bytes / 2**20:.1f}", f"{self.size_ratio:.2f}x")
         )
         return rows
+
+
+def _examples(data: TextDataset) -> int:
+    """Evaluation examples (QA: questions, not context windows; embedding pairs: pairs)."""
+    examples = data.examples or {}
+    return int(examples.get("count") or examples.get("pairs") or len(data))
 
 
 class Quantizer:
@@ -295,11 +298,7 @@ class Quantizer:
         if check:
             self._preflight(spec, spec_file, Path(target), overwrite, tune or spec.tuning is not None)
         target = check_output_dir(target, overwrite)
-        if self.loaded.task not in EVALUATED_TASKS:
-            raise SpecError(
-                [SpecIssue(None, "model.task", f"{self.loaded.task!r} cannot be evaluated yet; "
-                           f"quantkit evaluates {', '.join(EVALUATED_TASKS)} models")]
-            )
+        spec = self._resolve_task(spec)
         factory: ProgressFactory | None
         if progress is True:
             factory = _tqdm_progress
@@ -309,6 +308,34 @@ class Quantizer:
             factory = progress
         spec = self._resolve_hardware(spec)
         return spec, target, overwrite, factory
+
+    def task_for(self, spec: QuantizationSpec | None = None) -> Task:
+        """The loaded model's task, bound to its config and the spec's ``task_options``."""
+        from .models import model_folder
+
+        folder = model_folder(self.loaded.name_or_path, self.loaded.revision,
+                              files=("modules.json", "1_Pooling/config.json"))
+        return task_for(self.loaded.task, self.loaded.config, spec.task_options if spec else None, folder)
+
+    def _resolve_task(self, spec: QuantizationSpec) -> QuantizationSpec:
+        """Bind the task; fill ``evaluation.metric`` with its default when the spec left it out."""
+        self.task = self.task_for(spec)
+        problem = None
+        if spec.evaluation.metric is not None:
+            problem = self.task.check_metric(spec.evaluation.metric, spec.evaluation.average)
+        if problem:
+            raise SpecError([SpecIssue(None, "evaluation.metric", problem)])
+        labelled = self.task.columns(spec.data.evaluation).label is not None
+        metric = spec.evaluation.metric or self.task.default_metric(labelled)
+        if self.task.metrics[metric].needs_labels and not labelled:
+            raise SpecError([SpecIssue(None, "data.evaluation.label_column", f"metric {metric!r} needs "
+                                       "references; set a label column or use metric: agreement")])
+        if spec.quantization.approach == "qat" and not self.task.supports_qat:
+            raise SpecError([SpecIssue(None, "quantization.approach", f"qat is not available for {self.task.name}")])
+        return spec.model_copy(update={
+            "evaluation": spec.evaluation.model_copy(update={"metric": metric}),
+            "model": spec.model.model_copy(update={"task": self.loaded.task}),
+        })
 
     def _resolve_hardware(self, spec: QuantizationSpec) -> QuantizationSpec:
         """Fill the quantization fields the spec left unset with the hardware target's defaults."""
@@ -353,16 +380,15 @@ class Quantizer:
 
     # ------------------------------------------------------------------ private
     def _load_data(self, spec: QuantizationSpec) -> tuple[TextDataset, TextDataset | None]:
-        common = dict(max_length=spec.data.max_length, padding=spec.data.padding, model_config=self.loaded.config)
-        evaluation = load_text_dataset(spec.data.evaluation, self.loaded.tokenizer, key="data.evaluation", **common)
+        common = dict(max_length=spec.data.max_length, padding=spec.data.padding)
+        tok, task = self.loaded.tokenizer, self.task
+        evaluation = load_text_dataset(spec.data.evaluation, tok, task, key="data.evaluation", **common)
         calibration = None
         static = spec.quantization.approach in ("static", "qat") or (
             spec.tuning is not None and "static" in spec.tuning.space.get("approach", [])
         )
         if (static or spec.quantization.backend == "neural-compressor") and spec.data.calibration is not None:
-            calibration = load_text_dataset(
-                spec.data.calibration, self.loaded.tokenizer, key="data.calibration", **common
-            )
+            calibration = load_text_dataset(spec.data.calibration, tok, task, key="data.calibration", **common)
         return evaluation, calibration
 
     def _run(
@@ -420,11 +446,11 @@ class Quantizer:
         """Evaluate FP32 and the quantized model side by side, then write the artifact folder."""
         vocab = int(getattr(self.loaded.config, "vocab_size", 30522))
         fp32_eval = evaluate_model(
-            fp32.path, evaluation, spec.evaluation, label="fp32", vocab_size=vocab, progress=progress,
+            fp32.path, evaluation, spec.evaluation, label="fp32", task=self.task, vocab_size=vocab, progress=progress,
             measure_speed=False,
         )
         q_eval = evaluate_model(
-            quantized.path, evaluation, spec.evaluation, label="int8", vocab_size=vocab,
+            quantized.path, evaluation, spec.evaluation, label="int8", task=self.task, vocab_size=vocab,
             reference_predictions=fp32_eval.predictions, progress=progress, measure_speed=False,
         )
         speed = measure_side_by_side(
@@ -440,6 +466,7 @@ class Quantizer:
             shapes = check_shapes(
                 fp32.path, quantized.path, dataset=spec.data.evaluation, tokenizer=self.loaded.tokenizer,
                 model_config=self.loaded.config, grid=spec.evaluation.shapes, latency=spec.evaluation.latency,
+                task=self.task,
             )
             timings["shapes_s"] = round(time.perf_counter() - t, 3)
         timings["total_s"] = round(time.perf_counter() - started, 3)
@@ -448,8 +475,9 @@ class Quantizer:
             report["shapes"] = shapes
         if tuning is not None:
             report["tuning"] = tuning
+        extra_files = {**self.task.extra_files(), **(extra_files or {})}
         if spec.output.keep_fp32:
-            extra_files = {**(extra_files or {}), "fp32/model.onnx": fp32.path}
+            extra_files = {**extra_files, "fp32/model.onnx": fp32.path}
         out = write_artifacts(
             target,
             model_path=quantized.path,
@@ -493,7 +521,7 @@ class Quantizer:
         runner = OnnxTrialRunner(
             spec, fp32, evaluation, calibration, state,
             vocab_size=int(getattr(self.loaded.config, "vocab_size", 30522)), progress=progress, loaded=self.loaded,
-            optimizer=lambda level, config: self._optimize(spec, fp32, state, level, config),
+            optimizer=lambda level, config: self._optimize(spec, fp32, state, level, config), task=self.task,
         )
         tolerance = Tolerance.from_spec(tuning.tolerance, spec.evaluation.higher_is_better)
         base = spec.quantization.model_dump(mode="json")
@@ -615,10 +643,16 @@ class Quantizer:
                 "calibration_s": round(quantized.calibration_s, 3),
                 **quantized.details,
             },
+            "task": self.task.describe(),
             "evaluation": {
                 "dataset": spec.data.evaluation.path,
-                "split": spec.data.evaluation.split,
-                "examples": len(evaluation),
+                "dataset_local": spec.data.evaluation.is_local,
+                "split": spec.data.evaluation.split if not spec.data.evaluation.is_local else Path(
+                    spec.data.evaluation.path).stem,
+                "columns": list(self.task.columns(spec.data.evaluation).text),
+                "label_column": self.task.columns(spec.data.evaluation).label,
+                "examples": _examples(evaluation),
+                "rows": len(evaluation),
                 "max_length": spec.data.max_length,
                 "metric": spec.evaluation.metric,
                 "higher_is_better": spec.evaluation.higher_is_better,

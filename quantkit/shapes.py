@@ -24,6 +24,7 @@ import numpy as np
 from .data import encode, load_rows
 from .errors import EvaluationError
 from .evaluation import OnnxRunner, measure_side_by_side
+from .tasks.base import Predictions
 from .export import symbolic_axes
 from .spec import DatasetSpec, LatencySpec, ShapeGridSpec
 
@@ -39,16 +40,22 @@ def dynamic_axes_report(path: str | Path) -> dict[str, Any]:
     return {"inputs": axes, "batch_and_sequence_symbolic": ok}
 
 
-def _compare(alone: np.ndarray, batched: np.ndarray) -> dict[str, float]:
+def _compare(task: Any, alone: Predictions, batched: Predictions) -> dict[str, float]:
+    """``identical_predictions`` is the task's agreement (class/tag/answer match; embeddings: mean cosine)."""
     return {
-        "identical_predictions": float(np.mean(alone.argmax(-1) == batched.argmax(-1))),
-        "max_abs_diff": float(np.max(np.abs(alone - batched))),
+        "identical_predictions": float(task.agreement(alone.values, batched.values)),
+        "max_abs_diff": float(np.max(np.abs(alone.raw - batched.raw))) if alone.raw is not None else 0.0,
     }
 
 
-def batch_invariance(runner: OnnxRunner, data: Any, batch_size: int) -> dict[str, float]:
-    """Predictions and logits of every example run alone vs inside batches of ``batch_size``."""
-    return {"batch_size": batch_size, **_compare(runner.predict(data, 1), runner.predict(data, batch_size))}
+def batch_invariance(runner: OnnxRunner, data: Any, batch_size: int, task: Any = None) -> dict[str, float]:
+    """Predictions and primary outputs of every example run alone vs inside batches of ``batch_size``."""
+    if task is None:
+        from .tasks import task_for
+
+        task = task_for("text-classification")
+    alone = runner.run(data, 1, task, raw=True)
+    return {"batch_size": batch_size, **_compare(task, alone, runner.run(data, batch_size, task, raw=True))}
 
 
 def check_shapes(
@@ -60,6 +67,7 @@ def check_shapes(
     model_config: Any,
     grid: ShapeGridSpec,
     latency: LatencySpec,
+    task: Any = None,
     key: str = "data.evaluation",
 ) -> dict[str, Any]:
     """Agreement, batch invariance and latency of int8 vs FP32 over ``grid``; a report section.
@@ -73,7 +81,11 @@ def check_shapes(
         raise EvaluationError(
             f"evaluation.shapes.sequence_lengths: {too_long} exceed the model's max_position_embeddings {max_pos}"
         )
-    rows = load_rows(dataset, key)
+    if task is None:
+        from .tasks import task_for
+
+        task = task_for("text-classification", model_config)
+    rows = load_rows(dataset, key, task.columns(dataset))
     rows = rows.select(range(min(grid.examples, len(rows))))
     threads = latency.threads
     fp32, int8 = OnnxRunner(fp32_path, threads), OnnxRunner(int8_path, threads)
@@ -81,23 +93,22 @@ def check_shapes(
     cells: list[dict[str, Any]] = []
     invariance: dict[str, dict[str, Any]] = {"fp32": {}, "int8": {}}
     for seq in grid.sequence_lengths:
-        data = encode(rows, tokenizer, dataset, key=key, max_length=seq, padding="max_length",
-                      model_config=model_config)
-        ref_alone = fp32.predict(data, 1)
-        q_alone = int8.predict(data, 1)
+        data = encode(rows, tokenizer, dataset, task, key=key, max_length=seq, padding="max_length", labelled=False)
+        ref_alone = fp32.run(data, 1, task, raw=True)
+        q_alone = int8.run(data, 1, task, raw=True)
         for batch in grid.batch_sizes:
-            ref = ref_alone if batch == 1 else fp32.predict(data, batch)
-            q = q_alone if batch == 1 else int8.predict(data, batch)
+            ref = ref_alone if batch == 1 else fp32.run(data, batch, task, raw=True)
+            q = q_alone if batch == 1 else int8.run(data, batch, task, raw=True)
             cell: dict[str, Any] = {
                 "batch_size": batch,
                 "sequence_length": seq,
-                "examples": len(data),
-                "agreement": float(np.mean(ref.argmax(-1) == q.argmax(-1))),
-                "max_abs_diff": float(np.max(np.abs(ref - q))),
+                "examples": len(rows),
+                "agreement": float(task.agreement(ref.values, q.values)),
+                "max_abs_diff": float(np.max(np.abs(ref.raw - q.raw))) if ref.raw is not None else 0.0,
             }
             for name, alone, batched in (("fp32", ref_alone, ref), ("int8", q_alone, q)):
                 if batch > 1:
-                    inv = _compare(alone, batched)
+                    inv = _compare(task, alone, batched)
                     cell[f"{name}_batch_invariance"] = inv
                     prev = invariance[name]
                     if not prev or inv["identical_predictions"] < prev["identical_predictions"] or (

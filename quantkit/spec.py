@@ -35,8 +35,10 @@ __all__ = [
     "FallbackSpec",
     "TuningSpec",
     "HubSpec",
+    "TaskOptionsSpec",
     "QuantizationSpec",
     "validate_repo_id",
+    "looks_like_repo_id",
     "load_spec",
     "parse_spec",
     "spec_json_schema",
@@ -63,10 +65,15 @@ METRICS_HIGHER_IS_BETTER: dict[str, bool] = {
     "pearson": True,
     "spearman": True,
     "agreement": True,
+    "exact_match": True,
+    "cosine": True,
 }
 MetricName = Literal[
-    "accuracy", "f1", "precision", "recall", "matthews_correlation", "pearson", "spearman", "agreement"
+    "accuracy", "f1", "precision", "recall", "matthews_correlation", "pearson", "spearman", "agreement",
+    "exact_match", "cosine",
 ]
+#: Metrics computed without labels (against the FP32 model's outputs).
+LABEL_FREE_METRICS = ("agreement", "cosine")
 
 
 class _Spec(BaseModel):
@@ -88,7 +95,10 @@ class ModelSpec(_Spec):
         description="Hugging Face Hub model id or local folder. May be given with `--model` instead.",
     )
     task: str | None = Field(
-        None, description="Task (e.g. text-classification). Inferred from the model when omitted."
+        None,
+        description="Task: text-classification, token-classification, feature-extraction (alias "
+        "sentence-similarity) or question-answering (aliases accepted). Inferred from the model's "
+        "architecture when omitted.",
     )
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit) to load.")
     trust_remote_code: bool = Field(
@@ -267,13 +277,22 @@ class DatasetSpec(_Spec):
     name: str | None = Field(None, description="Hub dataset configuration (e.g. `sst2` of `glue`).")
     split: str = Field("train", description="Split to read (local files have a single `train` split).")
     revision: str | None = Field(None, description="Hub dataset revision.")
-    text_columns: list[str] = Field(
-        default_factory=lambda: ["text"],
+    text_columns: list[str] | None = Field(
+        None,
         min_length=1,
         max_length=2,
-        description="One column, or two for sentence pairs.",
+        description="Input column(s); the task's default when omitted. text-classification: one text column, or "
+        "two for pairs (default text); token-classification: the column of word lists (default tokens); "
+        "feature-extraction: one text column, or two for scored sentence pairs (default text); "
+        "question-answering: question and context (default [question, context]).",
     )
-    label_column: str | None = Field("label", description="Label column; null when there are no labels.")
+    label_column: str | None = Field(
+        "auto",
+        description="Reference column; null when there are none; auto: the task's default: label "
+        "(text-classification: class ids or names, or numbers for a regressor), ner_tags (token-classification: "
+        "a list of IOB2 tag names or ids per row), none (feature-extraction: set it to a pair-similarity score "
+        "column), answers (question-answering: SQuAD {text, answer_start}).",
+    )
     limit: int | None = Field(None, ge=1, description="Use at most this many rows.")
     shuffle: bool = Field(False, description="Shuffle (seeded) before applying `limit`.")
     seed: int = Field(0, description="Seed for `shuffle`.")
@@ -349,9 +368,14 @@ class ShapeGridSpec(_Spec):
 
 
 class EvaluationSpec(_Spec):
-    metric: MetricName = Field(
-        "accuracy",
-        description="Metric on the evaluation data. `agreement` = match with FP32 predictions (needs no labels).",
+    metric: MetricName | None = Field(
+        None,
+        description="Metric on the evaluation data; the task's default when omitted (accuracy, entity f1, "
+        "spearman, squad f1; agreement / cosine without labels). text-classification: accuracy, f1, precision, "
+        "recall, matthews_correlation, pearson/spearman (regressors); token-classification: f1, precision, recall "
+        "(entity level), accuracy (word tags); feature-extraction: spearman, pearson (pair cosine vs score), "
+        "cosine (to FP32); question-answering: f1, exact_match. `agreement` (every task) = match with the FP32 "
+        "model's outputs, needs no labels.",
     )
     average: Literal["binary", "macro", "micro", "weighted"] = Field(
         "binary", description="Averaging for f1/precision/recall with more than two classes."
@@ -366,7 +390,36 @@ class EvaluationSpec(_Spec):
 
     @property
     def higher_is_better(self) -> bool:
-        return METRICS_HIGHER_IS_BETTER[self.metric]
+        return METRICS_HIGHER_IS_BETTER[self.metric] if self.metric else True
+
+
+# --------------------------------------------------------------------------- task options
+class TaskOptionsSpec(_Spec):
+    pooling: Literal["auto", "mean", "cls", "max", "mean_sqrt_len", "lasttoken"] = Field(
+        "auto",
+        description="feature-extraction: how token embeddings become the sentence embedding; auto reads the "
+        "sentence-transformers folder (1_Pooling/config.json), mean when there is none.",
+    )
+    normalize: Literal["auto", "true", "false"] = Field(
+        "auto", description="feature-extraction: L2-normalise embeddings; auto: when modules.json lists Normalize."
+    )
+    entity_mode: Literal["strict", "conlleval"] = Field(
+        "strict",
+        description="token-classification: entity matching. strict: seqeval mode='strict' with IOB2 (an I- tag "
+        "without its B- starts no entity); conlleval: seqeval's default (it does).",
+    )
+    doc_stride: int | None = Field(
+        None, ge=1, description="question-answering: tokens of overlap between the windows of a long context "
+        "(at most half of data.max_length); default: 128, or a quarter of data.max_length when that is smaller.",
+    )
+    max_answer_length: int = Field(30, ge=1, description="question-answering: longest answer span, in tokens.")
+    n_best: int = Field(20, ge=1, description="question-answering: start/end candidates per window.")
+    version_2_with_negative: bool = Field(
+        False, description="question-answering: SQuAD v2, questions may have no answer (empty prediction)."
+    )
+    null_score_diff_threshold: float = Field(
+        0.0, description="question-answering, v2: answer nothing when the no-answer score beats the best span by more."
+    )
 
 
 # --------------------------------------------------------------------------- output
@@ -514,6 +567,17 @@ def validate_repo_id(value: str) -> str:
     return value
 
 
+def looks_like_repo_id(value: str) -> bool:
+    """True for ``owner/name`` strings that are not written as local paths."""
+    if value.startswith((".", "/", "~")) or "\\" in value:
+        return False
+    try:
+        validate_repo_id(value)
+    except ValueError:
+        return False
+    return True
+
+
 class HubSpec(_Spec):
     repo_id: str = Field(description="Hugging Face Hub model repo to push to, `owner/name`.")
     private: bool = Field(False, description="Create the repo private (an existing repo keeps its visibility).")
@@ -542,6 +606,11 @@ class QuantizationSpec(_Spec):
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     output: OutputSpec = Field(default_factory=OutputSpec)
     qat: QATSpec | None = Field(None, description="Quantization-aware training (quantization.approach: qat).")
+    task_options: TaskOptionsSpec = Field(
+        default_factory=TaskOptionsSpec,
+        description="Task-specific settings: pooling (feature-extraction), entity matching (token-classification), "
+        "windows and answer search (question-answering).",
+    )
     tuning: TuningSpec | None = Field(
         None, description="Accuracy-tolerance search; when present, `quantize` tunes."
     )
@@ -568,11 +637,18 @@ class QuantizationSpec(_Spec):
                 "required when quantization.approach is static or tuning.space tries it "
                 "(a dataset to compute activation ranges)",
             )
-        if self.evaluation.metric != "agreement" and self.data.evaluation.label_column is None:
+        if self.evaluation.metric not in (None, *LABEL_FREE_METRICS) and self.data.evaluation.label_column is None:
             raise _KeyedError(
                 "data.evaluation.label_column",
                 f"metric {self.evaluation.metric!r} needs labels; set a label column or use metric: agreement",
             )
+        if self.model.task is not None:
+            self._check_task(self.model.task)
+        stride = self.task_options.doc_stride
+        if stride is not None and stride * 2 > self.data.max_length:
+            raise _KeyedError("task_options.doc_stride",
+                              f"{stride} must be at most half of data.max_length "
+                              f"{self.data.max_length} (windows overlap by that many tokens)")
         if self.quantization.backend != "onnxruntime" and self.export.optimize not in ("auto", "none"):
             raise _KeyedError(
                 "export.optimize",
@@ -610,6 +686,30 @@ class QuantizationSpec(_Spec):
                 f"must equal data.max_length ({self.data.max_length}) when the sequence axis is fixed",
             )
         return self
+
+    def _check_task(self, name: str) -> None:
+        """model.task names a registered task; its metric and column counts fit it."""
+        from .errors import RegistryError
+        from .tasks import canonical_task, get_task, task_names
+
+        try:
+            task = get_task(canonical_task(name))
+        except RegistryError:
+            raise _KeyedError("model.task", f"{name!r} is not a task quantkit evaluates; expected one of "
+                              f"{', '.join(task_names())} (or an alias)") from None
+        if self.evaluation.metric is not None and self.evaluation.metric not in task.metrics:
+            raise _KeyedError("evaluation.metric", f"{self.evaluation.metric!r} is not a {task.name} metric; "
+                              f"expected one of {', '.join(task.metrics)}")
+        low, high = task.text_column_count
+        for key in ("calibration", "evaluation"):
+            ds = getattr(self.data, key)
+            if ds is not None and ds.text_columns is not None and not low <= len(ds.text_columns) <= high:
+                want = str(low) if low == high else f"{low} or {high}"
+                raise _KeyedError(f"data.{key}.text_columns", f"{task.name} reads {want} text column(s), got "
+                                  f"{len(ds.text_columns)}")
+        if self.quantization.approach == "qat" and not task.supports_qat:
+            raise _KeyedError("quantization.approach", f"qat is not available for {task.name} (no training "
+                              "objective); use dynamic or static")
 
     def with_overrides(self, **changes: Any) -> "QuantizationSpec":
         """Return a copy with dotted-key overrides, e.g. ``{"model.name_or_path": "x"}``, re-validated."""

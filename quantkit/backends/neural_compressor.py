@@ -70,12 +70,15 @@ def dynamic_quant_translation_table() -> dict[Any, Any]:
             qd.dequantize_per_tensor.tensor: dequantize_per_tensor_tensor}
 
 
-def _logits(out: Any) -> Any:
+def _primary(out: Any, task: Any = None) -> Any:
+    if task is not None:
+        return task.torch_outputs(out)[0]
     return out[0] if isinstance(out, (tuple, list)) else getattr(out, "logits", out)
 
 
 def export_quantized(
     model: Any, example: tuple[Any, ...], names: list[str], dyn: dict[str, Any], path: Path, *, dynamic_ops: bool,
+    output_names: list[str] | None = None,
 ) -> dict[str, Any]:
     """ONNX-export a converted PT2E model, fold its weights to int8, and save it to ``path``."""
     import onnx
@@ -85,7 +88,7 @@ def export_quantized(
     if dynamic_ops:
         options["custom_translation_table"] = dynamic_quant_translation_table()
     try:
-        program = torch.onnx.export(model, example, input_names=names, output_names=["logits"],
+        program = torch.onnx.export(model, example, input_names=names, output_names=output_names or ["logits"],
                                     dynamic_shapes=dyn, dynamo=True, verbose=False, **options)
     except Exception as exc:  # noqa: BLE001 - the exporter raises anything
         raise QuantizationError(f"torch.onnx.export of the quantized graph failed: {exc}") from exc
@@ -105,8 +108,9 @@ def export_quantized(
     return stats
 
 
-def validate_quantized(model: Any, path: Path, names: list[str], vocab: int, max_positions: int) -> float:
-    """Max |ONNX − PyTorch| of the converted model's logits at two shapes; raises when out of bounds."""
+def validate_quantized(model: Any, path: Path, names: list[str], vocab: int, max_positions: int,
+                       task: Any = None) -> float:
+    """Max |ONNX − PyTorch| of the converted model's primary output at two shapes; raises when out of bounds."""
     import onnxruntime as ort
     import torch
 
@@ -126,7 +130,7 @@ def validate_quantized(model: Any, path: Path, names: list[str], vocab: int, max
         feeds = {n: feeds[n] for n in names}
         got = session.run(None, feeds)[0]
         with torch.inference_mode():
-            ref = _logits(model(*(torch.from_numpy(feeds[n]) for n in names))).float().numpy()
+            ref = _primary(model(*(torch.from_numpy(feeds[n]) for n in names)), task).float().numpy()
         diff = float(np.max(np.abs(got - ref)))
         # Activation QuantizeLinear divides by the scale where PyTorch multiplies by its inverse: values on
         # a rounding boundary land one step apart, and a deep model amplifies that (MiniLM-L6: ~7% of the
@@ -158,7 +162,10 @@ class NeuralCompressorBackend(Backend):
 
         import torch
 
+        from ..tasks import task_for
+
         config, loaded = request.config, request.loaded
+        task = task_for(loaded.task, loaded.config)
         data = request.calibration
         if data is None:  # dynamic: any example batch will do for the one required forward pass
             raise QuantizationError("neural-compressor needs data.calibration (examples for export and calibration)")
@@ -172,7 +179,7 @@ class NeuralCompressorBackend(Backend):
             from ..spec import QATSpec
 
             result = train_qat(model, data, request.qat or QATSpec(), max_positions=max_positions,
-                               state_dir=request.state_dir, progress=request.progress)
+                               state_dir=request.state_dir, progress=request.progress, task=task)
             converted = result.model
             every = max(1, -(-len(result.losses) // 1000))  # the curve keeps at most 1000 points
             self.details["training"] = {
@@ -221,9 +228,9 @@ class NeuralCompressorBackend(Backend):
                 converted = quantize(graph, qconfig, run_fn=lambda m: m(*example), example_inputs=example)
         seconds = time.perf_counter() - start
         export_quantized(converted, example, names, dyn, request.output_path,
-                         dynamic_ops=config.approach == "dynamic")
+                         dynamic_ops=config.approach == "dynamic", output_names=list(task.output_names))
         vocab = int(getattr(loaded.config, "vocab_size", 1000))
-        diff = validate_quantized(converted, request.output_path, names, vocab, max_positions)
+        diff = validate_quantized(converted, request.output_path, names, vocab, max_positions, task)
         logger.info("quantized ONNX matches the converted PyTorch model (max abs diff %.3g)", diff)
         if "Gather" in config.op_types:  # after the check: PyTorch keeps FP32 embeddings
             import onnx

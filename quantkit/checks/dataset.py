@@ -19,7 +19,7 @@ from typing import Any
 from ..spec import DatasetSpec
 from .base import CheckContext, Memo, Problem, check, error, warning
 from .files import dataset_entries
-from .model import get_config, get_tokenizer, max_positions, relative_positions
+from .model import get_config, get_task_object, get_tokenizer, max_positions, relative_positions
 
 __all__ = ["TableView", "get_rows", "rows_used", "tokenized_sample"]
 
@@ -146,9 +146,17 @@ def _used_entries(ctx: CheckContext) -> list[tuple[str, DatasetSpec]]:
     return [(k, ds) for k, ds in dataset_entries(ctx) if k != "data.calibration" or ctx.calibration_used]
 
 
+def _columns(ctx: CheckContext, ds: DatasetSpec) -> Any:
+    """The task's columns of ``ds`` (text-classification's defaults when the task is unknown)."""
+    from ..tasks import task_for
+
+    task = get_task_object(ctx).value or task_for("text-classification")
+    return task, task.columns(ds)
+
+
 @check("data.columns", stage="data")
 def check_columns(ctx: CheckContext) -> list[Problem]:
-    """The text and label columns named in the spec exist, and text columns hold text."""
+    """The text and label columns (the spec's, or the task's defaults) exist, and text columns hold text."""
     problems: list[Problem] = []
     for key, ds in _used_entries(ctx):
         view = get_rows(ctx, key, ds).value
@@ -156,20 +164,28 @@ def check_columns(ctx: CheckContext) -> list[Problem]:
             continue
         cols = view.columns
         listing = ", ".join(cols)
-        for i, col in enumerate(ds.text_columns):
+        task, columns = _columns(ctx, ds)
+        for i, col in enumerate(columns.text):
             if col not in cols:
                 problems.append(error(f"{key}.text_columns.{i}", f"column {col!r} not in {view.path} "
                                       f"(columns: {listing}){_closest(col, cols)}",
                                       f"set {key}.text_columns to the column(s) holding the text"))
-            elif view.table is not None and view.type_of(col) not in ("string", "large_string"):
+            elif view.table is not None and task.text_column_kind == "words" and not view.type_of(col).startswith(
+                    ("list", "large_list")):
+                problems.append(error(f"{key}.text_columns.{i}", f"column {col!r} of {view.path} holds "
+                                      f"{view.type_of(col)}; {task.name} reads a list of words per row",
+                                      "point text_columns at the column of word lists (e.g. tokens)"))
+            elif view.table is not None and task.text_column_kind == "text" and view.type_of(col) not in (
+                    "string", "large_string"):
                 problems.append(warning(f"{key}.text_columns.{i}", f"column {col!r} of {view.path} holds "
                                         f"{view.type_of(col)}, not text; it will be tokenized as str()"))
             elif view.table is not None and (nulls := view.table.column(col).null_count):
                 problems.append(warning(f"{key}.text_columns.{i}", f"{nulls} row(s) of {view.path} have no "
                                         f"{col!r} value; they are tokenized as empty text"))
-        if ds.label_column is not None and ds.label_column not in cols:
-            problems.append(error(f"{key}.label_column", f"column {ds.label_column!r} not in {view.path} "
-                                  f"(columns: {listing}){_closest(ds.label_column, cols)}",
+        if columns.label is not None and columns.label not in cols:
+            default = f" ({task.name}'s default)" if ds.label_column == "auto" else ""
+            problems.append(error(f"{key}.label_column", f"column {columns.label!r}{default} not in {view.path} "
+                                  f"(columns: {listing}){_closest(columns.label, cols)}",
                                   f"set {key}.label_column to the label column, or null for unlabeled data "
                                   "(then evaluation.metric: agreement)"))
     return problems
@@ -247,12 +263,18 @@ def check_labels(ctx: CheckContext) -> list[Problem]:
         return []
     problems: list[Problem] = []
     for key, ds in _used_entries(ctx):  # quantize reads the labels of every dataset it loads, calibration too
-        if ds.label_column is None:
-            continue
+        task, columns = _columns(ctx, ds)
         view = get_rows(ctx, key, ds).value
-        if view is None or (view.columns and ds.label_column not in view.columns):
+        if view is None or any(c not in view.columns for c in (*columns.text, columns.label) if c):
             continue
-        problems += _label_problems(key, view, ds, config)
+        if task.class_labels and columns.label is not None:
+            problems += _label_problems(key, view, ds.model_copy(update={"label_column": columns.label}), config)
+        if view.table is not None:  # the task's own data contract, on the first rows
+            n = min(view.num_rows, 256)
+            rows = {c: view.column(c, n) for c in (*columns.text, columns.label) if c}
+            for rp in task.check_rows(rows, columns, key):
+                make = error if rp.severity == "error" else warning
+                problems.append(make(rp.key_path, f"{view.path}: {rp.message}", rp.hint or None))
     return problems
 
 
@@ -331,35 +353,30 @@ def check_calibration_data(ctx: CheckContext) -> list[Problem]:
 def check_metric(ctx: CheckContext) -> list[Problem]:
     """The metric fits the task (classification vs regression), the number of classes and the labels."""
     config = get_config(ctx).value
-    if config is None:
+    task = get_task_object(ctx).value
+    if config is None or task is None:
         return []
-    from ..evaluation import METRICS
-
     ev = ctx.spec.evaluation
-    defn = METRICS.get(ev.metric)
-    num_labels = getattr(config, "num_labels", 2)
-    problems: list[Problem] = []
-    if num_labels == 1 and not defn.regression:
-        problems.append(error("evaluation.metric", f"{ev.metric!r} scores class predictions, but the model is a "
-                              "regressor (num_labels 1); expected pearson or spearman",
-                              "set evaluation.metric: pearson (or spearman), or use a classification model"))
-    elif num_labels > 1 and defn.regression:
-        problems.append(error("evaluation.metric", f"{ev.metric!r} scores regression, but the model classifies into "
-                              f"{num_labels} classes; expected accuracy, f1, precision, recall, matthews_correlation "
-                              "or agreement", "set evaluation.metric: accuracy (or f1, ...), or use a regression "
-                              "model (num_labels 1)"))
-    elif defn.averaged and ev.average == "binary" and num_labels > 2:
-        problems.append(error("evaluation.average", f"'binary' {ev.metric} needs 2 classes but the model has "
-                              f"{num_labels}; expected macro, micro or weighted",
-                              "set evaluation.average: macro (or weighted)"))
     ds = ctx.spec.data.evaluation
+    columns = task.columns(ds)
+    metric = ev.metric or task.default_metric(columns.label is not None)
+    problems: list[Problem] = []
+    problem = task.check_metric(metric, ev.average)
+    if problem:
+        key = "evaluation.average" if "'binary'" in problem else "evaluation.metric"
+        problems.append(error(key, problem, f"set evaluation.metric to one of {', '.join(task.metrics)} "
+                              f"(the {task.name} metrics), or leave it out for {task.default_metric()}"))
+        return problems
+    if task.metrics[metric].needs_labels and columns.label is None:
+        problems.append(error("data.evaluation.label_column", f"metric {metric!r} needs references but the "
+                              "evaluation data has no label column", "set label_column, or use metric: agreement"))
     view = get_rows(ctx, "data.evaluation", ds).value
-    if (defn.needs_labels and view is not None and view.table is not None and ds.label_column in view.columns
-            and ev.metric in ("f1", "precision", "recall", "matthews_correlation")):
-        distinct = set(view.column(ds.label_column, ds.limit if not ds.shuffle else None))
+    if (task.class_labels and view is not None and view.table is not None and columns.label in view.columns
+            and metric in ("f1", "precision", "recall", "matthews_correlation")):
+        distinct = set(view.column(columns.label, ds.limit if not ds.shuffle else None))
         if len(distinct) < 2:
             problems.append(warning("evaluation.metric", f"the evaluation labels of {view.path} hold one class only "
-                                    f"({distinct}); {ev.metric} is degenerate there", "use accuracy or more data"))
+                                    f"({distinct}); {metric} is degenerate there", "use accuracy or more data"))
     return problems
 
 
@@ -381,19 +398,21 @@ def tokenized_sample(ctx: CheckContext) -> Memo:
         limit = getattr(tok, "model_max_length", None)
         if isinstance(limit, int) and 0 < limit < max_length:
             max_length = limit  # too long a max_length is data.max_length's problem, not the pipeline's
-        if view is not None and view.table is not None and all(c in view.columns for c in ds.text_columns):
+        task, columns = _columns(ctx, ds)
+        if view is not None and view.table is not None and all(c in view.columns for c in columns.text):
             n = min(PROBE_ROWS, view.num_rows)
-            rows = {c: view.column(c, n) for c in ds.text_columns}
+            rows = {c: view.column(c, n) for c in columns.text}
         else:  # no readable rows: the pipeline still runs on placeholder text
             n = 2
-            rows = {c: ["quantkit pre-flight"] * n for c in ds.text_columns}
+            filler = ["quantkit", "pre-flight"] if task.text_column_kind == "words" else "quantkit pre-flight"
+            rows = {c: [filler] * n for c in columns.text}
         sample = _Rows(rows, n)
         seconds = 0.0
         for _ in range(2):  # the second, warm run is the one timed
             start = time.perf_counter()
             try:
-                enc = encode(sample, tok, ds.model_copy(update={"label_column": None}), key="data.evaluation",
-                             max_length=max_length, padding=ctx.spec.data.padding)
+                enc = encode(sample, tok, ds, task, key="data.evaluation", max_length=max_length,
+                             padding=ctx.spec.data.padding, labelled=False)
             except Exception as exc:  # noqa: BLE001 - reported by shapes.inputs
                 return Memo(None, [error("data.evaluation.text_columns", f"the tokenization pipeline fails on rows "
                                          f"of {view.path if view else ds.path}: {type(exc).__name__}: {exc}")])

@@ -13,7 +13,7 @@ from .files import is_local_model, weight_files
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["get_config", "get_task", "get_tokenizer", "model_size", "ModelSize", "max_positions", "hidden_dims",
+__all__ = ["get_config", "get_task", "get_task_object", "get_tokenizer", "model_size", "ModelSize", "max_positions", "hidden_dims",
            "relative_positions"]
 
 
@@ -78,6 +78,26 @@ def get_config(ctx: CheckContext) -> Memo:
     return ctx.memo("config", compute)
 
 
+def get_task_object(ctx: CheckContext) -> Memo:
+    """The :class:`~quantkit.tasks.Task` bound to the model (None when the task or config is unknown)."""
+
+    def compute() -> Memo:
+        name, config = get_task(ctx).value, get_config(ctx).value
+        if name is None or config is None:
+            return Memo(None)
+        from ..models import model_folder
+        from ..tasks import task_for, task_names
+
+        if name not in task_names():
+            return Memo(None)
+        m = ctx.spec.model
+        folder = model_folder(m.name_or_path, m.revision, files=("modules.json", "1_Pooling/config.json")) \
+            if m.name_or_path else None
+        return Memo(task_for(name, config, ctx.spec.task_options, folder))
+
+    return ctx.memo("task_object", compute)
+
+
 def get_task(ctx: CheckContext) -> Memo:
     """The export task: ``model.task`` (canonical name) or inferred from ``architectures``."""
 
@@ -91,7 +111,10 @@ def get_task(ctx: CheckContext) -> Memo:
         from ..models import _canonical_task, infer_task
 
         if ctx.spec.model.task:
-            return Memo(_canonical_task(ctx.spec.model.task))
+            try:
+                return Memo(_canonical_task(ctx.spec.model.task))
+            except SpecError as exc:
+                return Memo(None, [error("model.task", exc.issues[0].message if exc.issues else str(exc))])
         try:
             return Memo(infer_task(config))
         except SpecError:
@@ -266,7 +289,7 @@ def check_task(ctx: CheckContext) -> list[Problem]:
     if task is None or config is None:
         return problems
     from ..models import exportable_tasks
-    from ..quantizer import EVALUATED_TASKS
+    from ..tasks import task_names
 
     model_type = getattr(config, "model_type", None) or "?"
     supported = exportable_tasks(model_type)
@@ -281,9 +304,10 @@ def check_task(ctx: CheckContext) -> list[Problem]:
         problems.append(error("model.task", f"{task!r} cannot be exported for model type {model_type!r}; "
                               f"expected one of {', '.join(supported)}",
                               "set model.task to one of those, or drop it to infer it from the model"))
-    if task not in EVALUATED_TASKS:
+    if task not in task_names():
         problems.append(error("model.task", f"{task!r} cannot be evaluated yet; quantkit evaluates "
-                              f"{', '.join(EVALUATED_TASKS)} models", "use a sequence-classification model"))
+                              f"{', '.join(task_names())} models",
+                              "use a classifier, tagger, sentence encoder or extractive QA model"))
     if ctx.spec.model.task and ctx.loaded is None:
         from ..errors import SpecError
         from ..models import infer_task

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..backends import ProgressFactory, get_backend
 from ..data import TextDataset
-from ..evaluation import METRICS, OnnxRunner, compute_metric, measure_runtime, measure_side_by_side, to_predictions
+from ..evaluation import OnnxRunner, measure_runtime, measure_side_by_side
 from ..export import ExportedModel
 from ..graph import model_size_bytes
 from ..spec import LatencySpec, QuantizationConfig, QuantizationSpec
@@ -24,8 +24,6 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["OnnxTrialRunner", "node_sensitivity"]
 
-#: Metrics that are a mean of per-example hits, so a partial score bounds the final one.
-_DECOMPOSABLE = ("accuracy", "agreement")
 _CHUNK = 128
 
 
@@ -44,6 +42,7 @@ class OnnxTrialRunner:
         progress: ProgressFactory | None = None,
         loaded: object | None = None,
         optimizer: Callable[[str, QuantizationConfig], tuple[ExportedModel, dict[str, Any]]] | None = None,
+        task: Any = None,
     ) -> None:
         self.loaded = loaded
         #: ``optimizer(level, config)`` → the FP32 graph a candidate is quantized from (export.optimize).
@@ -58,17 +57,24 @@ class OnnxTrialRunner:
         self.progress = progress
         assert spec.tuning is not None
         self.latency: LatencySpec = spec.tuning.latency or spec.evaluation.latency
-        self.metric = METRICS.get(spec.evaluation.metric)
-        self.fp32_predictions: np.ndarray | None = None
+        if task is None:
+            from ..tasks import task_for
+
+            task = task_for(getattr(loaded, "task", None) or spec.model.task or "text-classification",
+                            getattr(loaded, "config", None), spec.task_options)
+        self.task = task
+        self.metric_name = spec.evaluation.metric or task.default_metric(evaluation.labels is not None)
+        self.needs_labels = task.metrics[self.metric_name].needs_labels
+        self.fp32_predictions: Any = None
 
     # ------------------------------------------------------------------ helpers
-    def _references(self) -> np.ndarray:
-        if self.metric.needs_labels:
-            assert self.evaluation.labels is not None
+    def _references(self) -> Any:
+        """FP32 predictions for label-free metrics (computed once), else the labels (None when not per row)."""
+        if self.needs_labels:
             return self.evaluation.labels
         if self.fp32_predictions is None:
-            logits = OnnxRunner(self.fp32.path, self.latency.threads).predict(self.evaluation, self.spec.evaluation.batch_size)
-            self.fp32_predictions = to_predictions(logits, self.metric.regression)
+            runner = OnnxRunner(self.fp32.path, self.latency.threads)
+            self.fp32_predictions = runner.run(self.evaluation, self.spec.evaluation.batch_size, self.task).values
         return self.fp32_predictions
 
     def _runtime(self, path: Path) -> float:
@@ -86,23 +92,29 @@ class OnnxTrialRunner:
         """The metric on the evaluation set; (None, reason) when it provably cannot reach the hint."""
         runner = OnnxRunner(path, self.latency.threads)
         references = self._references()
+        task, metric, bs = self.task, self.metric_name, self.spec.evaluation.batch_size
+        average = self.spec.evaluation.average
         n = len(self.evaluation)
-        can_prune = hint.required_metric is not None and self.spec.evaluation.metric in _DECOMPOSABLE
-        preds: list[np.ndarray] = []
+        can_prune = (hint.required_metric is not None and hint.higher_is_better and task.chunkable
+                     and references is not None and task.hits(metric, references[:1], references[:1]) is not None)
+        if not can_prune:
+            predictions = runner.run(self.evaluation, bs, task).values
+            return task.compute(metric, predictions, self.evaluation, average=average,
+                                reference=self.fp32_predictions), None
+        preds: list[Any] = []
         hits = 0
-        bs = self.spec.evaluation.batch_size
         for start in range(0, n, _CHUNK):
             chunk = self.evaluation.slice(start, start + _CHUNK)
-            p = to_predictions(runner.predict(chunk, bs), self.metric.regression)
+            p = runner.run(chunk, bs, task).values
             preds.append(p)
-            if can_prune:
-                hits += int(np.sum(p == references[start : start + len(p)]))
-                done = start + len(p)
-                best_possible = (hits + (n - done)) / n
-                if hint.higher_is_better and best_possible < hint.required_metric and done < n:
-                    return None, f"pruned after {done}/{n} examples: at most {best_possible:.4f} < {hint.required_metric:.4f}"
-        predictions = np.concatenate(preds)
-        return compute_metric(self.spec.evaluation.metric, predictions, references, average=self.spec.evaluation.average), None
+            hits += int(np.sum(task.hits(metric, p, references[start: start + len(p)])))
+            done = start + len(p)
+            best_possible = (hits + (n - done)) / n
+            if best_possible < hint.required_metric and done < n:
+                return None, f"pruned after {done}/{n} examples: at most {best_possible:.4f} < {hint.required_metric:.4f}"
+        predictions = task.collect(preds, self.evaluation)
+        return task.compute(metric, predictions, self.evaluation, average=average,
+                            reference=self.fp32_predictions), None
 
     # ------------------------------------------------------------------ TrialRunner
     def baseline(self) -> Measurement:

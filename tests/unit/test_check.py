@@ -249,20 +249,22 @@ def test_task_not_exportable_for_model_type(tmp_path, tiny_data_dir, tiny_model_
     expect(report, "model.name_or_path", "model type 'funnel'", "cannot be exported to ONNX")
 
 
-def test_task_not_supported_by_model_type(spec, tmp_path):
+def test_task_quantkit_does_not_evaluate(spec, tmp_path):
     report = check(write(tmp_path, spec, {"model.task": "text-generation"}))
-    expect(report, "model.task", "'text-generation' cannot be exported for model type 'bert'", "text-classification")
+    expect(report, "model.task", "'text-generation' is not a task quantkit evaluates", "token-classification")
 
 
-def test_task_exportable_but_not_evaluable(spec, tmp_path):
+def test_task_head_missing_and_its_data_contract(spec, tmp_path):
+    """A tagger task on a sequence classifier: the head is random, and the data lacks word lists and tags."""
     report = check(write(tmp_path, spec, {"model.task": "token-classification"}))
-    expect(report, "model.task", "cannot be evaluated yet", "text-classification")
     expect(report, "model.task", "head is not in the weights", severity="warning")
+    expect(report, "data.evaluation.text_columns.0", "column 'tokens' not in validation.jsonl")
+    expect(report, "data.evaluation.label_column", "'ner_tags' (token-classification's default) not in")
 
 
-def test_multiple_choice_input_rank_mismatch(spec, tmp_path):
+def test_multiple_choice_is_refused(spec, tmp_path):
     report = check(write(tmp_path, spec, {"model.task": "multiple-choice"}))
-    expect(report, "model.task", "input 'input_ids'", "expects rank 3", "feeds rank 2")
+    expect(report, "model.task", "'multiple-choice' is not a task quantkit evaluates")
 
 
 def test_trust_remote_code_needed(spec, tmp_path, tiny_model_dir):
@@ -612,7 +614,7 @@ def test_cli_quantize_runs_the_check_first_and_no_check_skips_it(spec, tmp_path)
     skipped = runner.invoke(app, ["quantize", "--config", str(path), "--output", str(out), "--no-progress",
                                   "--no-check"])
     assert skipped.exit_code == 2 and "pre-flight" not in skipped.output
-    assert "invalid data" in skipped.output and "label_column" in skipped.output
+    assert "invalid spec" in skipped.output and "'pearson' scores regression" in skipped.output
     assert not out.exists()
 
 

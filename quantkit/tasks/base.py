@@ -1,0 +1,255 @@
+"""What a task is: the one place that knows what a model's inputs and outputs mean.
+
+A :class:`Task` owns, for one kind of model (sequence classifier, sentence encoder, tagger,
+extractive reader):
+
+- the ONNX graph's outputs and their symbolic axes (inputs are the tokenizer's ``[batch, sequence]`` ids);
+- which data columns it reads and how rows become model inputs (:meth:`Task.encode`);
+- how raw outputs become predictions (:meth:`Task.predict_batch`, :meth:`Task.collect`);
+- its metrics (the first is the default; the spec's ``evaluation.metric`` picks one) and its label-free
+  agreement with FP32 (:meth:`Task.agreement`), used by ``metric: agreement``, the shape grid and the search;
+- the ``ORTModelFor*`` class, the ``pipeline()`` task and the model-card metadata;
+- whether quantization-aware training is possible, and its loss.
+
+Nothing else in quantkit branches on the task name: it asks the task.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..data import TextDataset
+from ..errors import DataError, EvaluationError
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Task", "MetricInfo", "Columns", "RowProblem"]
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    """A metric a task computes: whether it needs labels, and what it means."""
+
+    description: str
+    needs_labels: bool = True
+
+
+@dataclass(frozen=True)
+class Columns:
+    """The data columns a task reads from one dataset entry, resolved from the spec and the task's defaults."""
+
+    text: tuple[str, ...]
+    label: str | None
+
+
+@dataclass(frozen=True)
+class RowProblem:
+    """A data-contract problem found on sample rows (pre-flight turns it into a check problem)."""
+
+    key_path: str
+    message: str
+    hint: str = ""
+    severity: str = "error"
+
+
+@dataclass
+class Predictions:
+    """A model's predictions on a dataset: what the metric reads, plus the raw primary output for diffs."""
+
+    values: Any
+    raw: np.ndarray | None = field(default=None, repr=False)
+
+
+class Task:
+    """Base class of the task registry (see :data:`quantkit.tasks.TASKS`).
+
+    Subclasses set the class attributes and implement :meth:`encode`, :meth:`predict_batch`,
+    :meth:`compute` and :meth:`agreement`. A task object is bound to one model (its config, and for
+    sentence encoders its pooling), built by :func:`quantkit.tasks.task_for`.
+    """
+
+    #: Canonical name (optimum's task name).
+    name: ClassVar[str]
+    #: Other names users write for it.
+    aliases: ClassVar[tuple[str, ...]] = ()
+    #: Suffixes of ``config.architectures`` entries that identify a checkpoint of this task.
+    architecture_suffixes: ClassVar[tuple[str, ...]] = ()
+    #: transformers Auto class that loads the PyTorch model.
+    auto_model: ClassVar[str]
+    #: optimum.onnxruntime class that loads the artifact.
+    ort_model: ClassVar[str]
+    #: ``transformers.pipeline`` task name, and the Hub's pipeline tag.
+    pipeline_task: ClassVar[str]
+    pipeline_tag: ClassVar[str]
+    #: model-index ``task.type`` for the model card.
+    card_task_type: ClassVar[str]
+    #: ONNX graph outputs, primary first, with their symbolic axes.
+    output_names: ClassVar[tuple[str, ...]]
+    output_axes: ClassVar[dict[str, dict[int, str]]]
+    #: Metrics by name; the first labelled one is the default with labels, ``agreement`` without.
+    metrics: ClassVar[dict[str, MetricInfo]]
+    #: Default data columns (spec keys ``text_columns`` / ``label_column`` override them).
+    default_text_columns: ClassVar[tuple[str, ...]]
+    default_label_column: ClassVar[str | None]
+    #: How many text columns the task reads (min, max).
+    text_column_count: ClassVar[tuple[int, int]] = (1, 1)
+    #: Predictions are one per encoded row, in order, so evaluation can stop early on a chunk.
+    chunkable: ClassVar[bool] = False
+    #: Quantization-aware training is supported (the task defines :meth:`training_loss`).
+    supports_qat: ClassVar[bool] = False
+    #: What a text column holds: "text" (a string per row) or "words" (a list of words per row).
+    text_column_kind: ClassVar[str] = "text"
+    #: References are class ids or names of the model's ``id2label`` (checked against ``num_labels``).
+    class_labels: ClassVar[bool] = False
+
+    def __init__(self, model_config: Any = None, options: Any = None, model_dir: Path | None = None) -> None:
+        self.model_config = model_config
+        self.options = options
+        self.model_dir = model_dir
+
+    # ------------------------------------------------------------------ description
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r})"
+
+    @classmethod
+    def default_metric(cls, labelled: bool = True) -> str:
+        if labelled:
+            for name, info in cls.metrics.items():
+                if info.needs_labels:
+                    return name
+        return "agreement"
+
+    def describe(self) -> dict[str, Any]:
+        """The task section of the report."""
+        return {"name": self.name, "outputs": list(self.output_names), "ort_model": self.ort_model,
+                "pipeline": self.pipeline_task}
+
+    def check_metric(self, metric: str, average: str = "binary") -> str | None:
+        """Why ``metric`` does not fit this task and model, or None."""
+        if metric not in self.metrics:
+            return f"{metric!r} is not a {self.name} metric; expected one of {', '.join(self.metrics)}"
+        return None
+
+    # ------------------------------------------------------------------ data
+    def columns(self, ds: Any) -> Columns:
+        """The text and label columns of dataset entry ``ds`` (a DatasetSpec): the spec's, else the task's."""
+        text = tuple(ds.text_columns) if ds.text_columns else self.default_text_columns
+        label = self.default_label_column if ds.label_column == "auto" else ds.label_column
+        return Columns(text, label)
+
+    def check_rows(self, rows: dict[str, list[Any]], columns: Columns, key: str) -> list[RowProblem]:
+        """Data-contract problems on sample rows (columns already checked to exist)."""
+        return []
+
+    def encode(self, rows: Any, tokenizer: Any, columns: Columns, *, key: str, max_length: int, padding: str,
+               labelled: bool = True) -> TextDataset:
+        raise NotImplementedError
+
+    @staticmethod
+    def _tokenize(tokenizer: Any, *texts: Any, max_length: int, **kwargs: Any) -> dict[str, np.ndarray]:
+        limit = getattr(tokenizer, "model_max_length", None)
+        if limit is not None and limit < 10**6 and max_length > limit:
+            raise DataError(f"data.max_length: {max_length} exceeds the tokenizer's model_max_length {limit}")
+        enc = tokenizer(*texts, truncation=kwargs.pop("truncation", True), max_length=max_length,
+                        padding="max_length", return_tensors="np", **kwargs)
+        return dict(enc)
+
+    @staticmethod
+    def _texts(rows: Any, column: str) -> list[str]:
+        return [str(t) if t is not None else "" for t in rows[column]]
+
+    @staticmethod
+    def _dataset(key: str, enc: dict[str, Any], names: Sequence[str], labels: Any, tokenizer: Any, padding: str,
+                 meta: dict[str, Any] | None = None, examples: Any = None) -> TextDataset:
+        inputs = {n: np.asarray(enc[n]).astype(np.int64) for n in names if n in enc}
+        return TextDataset(name=key, inputs=inputs, labels=labels, padding=padding,
+                           padding_side=getattr(tokenizer, "padding_side", "right"), meta=meta or {},
+                           examples=examples)
+
+    @staticmethod
+    def model_inputs(tokenizer: Any) -> list[str]:
+        names = list(getattr(tokenizer, "model_input_names", None) or ["input_ids", "attention_mask"])
+        return [n for n in names if n in ("input_ids", "attention_mask", "token_type_ids")]
+
+    # ------------------------------------------------------------------ predictions
+    def predict_batch(self, outputs: dict[str, np.ndarray], feeds: dict[str, np.ndarray], data: TextDataset,
+                      start: int) -> Any:
+        """Predictions of the rows ``start:start+len(batch)`` from the graph's outputs on that batch."""
+        raise NotImplementedError
+
+    def collect(self, parts: list[Any], data: TextDataset) -> Any:
+        """Per-batch predictions → the dataset's predictions (default: concatenated arrays)."""
+        return np.concatenate(parts) if parts else np.empty(0)
+
+    def raw_output(self, outputs: dict[str, np.ndarray], max_length: int) -> np.ndarray:
+        """The primary output of one batch, padded to ``max_length`` along a sequence axis (for diffs)."""
+        out = outputs[self.output_names[0]]
+        axes = self.output_axes.get(self.output_names[0], {})
+        if 1 in axes and "sequence" in axes[1] and out.shape[1] < max_length:
+            pad = [(0, 0)] * out.ndim
+            pad[1] = (0, max_length - out.shape[1])
+            out = np.pad(out, pad)
+        return out
+
+    # ------------------------------------------------------------------ metrics
+    def compute(self, metric: str, predictions: Any, data: TextDataset, *, average: str = "binary",
+                reference: Any = None) -> float:
+        """Metric ``metric`` of ``predictions`` on ``data``; ``reference`` = FP32 predictions (label-free metrics)."""
+        info = self.metrics.get(metric)
+        if info is None:
+            raise EvaluationError(self.check_metric(metric) or metric)
+        if not info.needs_labels:
+            return self.agreement(predictions if reference is None else reference, predictions)
+        if data.labels is None:
+            raise EvaluationError(f"metric {metric!r} needs labels but {data.name} has none")
+        return self._compute(metric, predictions, data, average)
+
+    def _compute(self, metric: str, predictions: Any, data: TextDataset, average: str) -> float:
+        raise NotImplementedError
+
+    def agreement(self, reference: Any, predictions: Any) -> float:
+        """Label-free agreement of ``predictions`` with ``reference`` (FP32): 1.0 = identical behaviour."""
+        raise NotImplementedError
+
+    def hits(self, metric: str, predictions: Any, references: Any) -> np.ndarray | None:
+        """Per-example 0/1 hits when ``metric`` is their mean (lets the search stop scoring early), else None."""
+        return None
+
+    # ------------------------------------------------------------------ training
+    def training_targets(self, data: TextDataset) -> np.ndarray:
+        raise DataError(f"{self.name}: quantization-aware training is not supported for this task")
+
+    def training_loss(self, outputs: Any, targets: Any) -> Any:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ artifacts
+    def extra_files(self) -> dict[str, Path]:
+        """Files of the source model folder the artifact keeps (e.g. a sentence-transformers pooling config)."""
+        return {}
+
+    def usage(self, repo_id: str) -> list[str]:
+        """Python lines that load the artifact with optimum and run it with ``pipeline()``."""
+        return [
+            f"from optimum.onnxruntime import {self.ort_model}",
+            "from transformers import AutoTokenizer, pipeline",
+            "",
+            f'model = {self.ort_model}.from_pretrained("{repo_id}")',
+            f'tokenizer = AutoTokenizer.from_pretrained("{repo_id}")',
+            f'pipe = pipeline("{self.pipeline_task}", model=model, tokenizer=tokenizer)',
+            f"print(pipe({self.usage_example()!r}))",
+        ]
+
+    def usage_example(self) -> Any:
+        return "Quantized models run fast on CPUs."
+
+    def torch_outputs(self, out: Any) -> tuple[Any, ...]:
+        """The graph outputs, in order, from a transformers model's forward output."""
+        if isinstance(out, (tuple, list)):
+            return tuple(out[: len(self.output_names)])
+        return tuple(out[n] for n in self.output_names)

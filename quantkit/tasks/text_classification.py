@@ -1,0 +1,160 @@
+"""text-classification: sequence classifiers and regressors, single texts or text pairs (NLI, cross-encoder
+rerankers). Outputs ``logits [batch, num_labels]``; predictions are class ids (argmax) or, for a regressor
+(``num_labels: 1``), the score."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..data import TextDataset
+from ..errors import DataError
+from ..metrics import METRICS, compute_metric, correlation, to_predictions
+from .base import Columns, MetricInfo, RowProblem, Task
+
+__all__ = ["TextClassification", "class_labels"]
+
+
+def class_labels(values: list[Any], label2id: dict[str, int] | None, num_labels: int | None, key: str) -> np.ndarray:
+    """Label values → class ids (names via ``label2id``, case-insensitive) or float targets for a regressor."""
+    if num_labels == 1:  # regression
+        try:
+            return np.asarray(values, dtype=np.float32)
+        except (TypeError, ValueError):
+            raise DataError(f"{key}.label_column: regression labels must be numbers") from None
+    if any(v is None for v in values):
+        raise DataError(f"{key}.label_column: {sum(v is None for v in values)} row(s) have no label")
+    if values and all(isinstance(v, str) for v in values):
+        mapping = {str(k).lower(): int(v) for k, v in (label2id or {}).items()}
+        unknown = sorted({v for v in values if v.lower() not in mapping})
+        if unknown:
+            raise DataError(
+                f"{key}.label_column: labels {unknown[:5]} are not in the model's label2id "
+                f"({', '.join(sorted(mapping)) or 'empty'})"
+            )
+        return np.asarray([mapping[v.lower()] for v in values], dtype=np.int64)
+    if any(isinstance(v, str) for v in values):
+        raise DataError(f"{key}.label_column: labels mix names and numbers; use one kind")
+    try:
+        arr = np.asarray(values, dtype=np.int64)
+    except (TypeError, ValueError):
+        raise DataError(f"{key}.label_column: expected integer or string class labels") from None
+    if num_labels is not None and len(arr) and (arr.min() < 0 or arr.max() >= num_labels):
+        raise DataError(
+            f"{key}.label_column: label values span {int(arr.min())}..{int(arr.max())} "
+            f"but the model has {num_labels} labels (0..{num_labels - 1})"
+        )
+    return arr
+
+
+class TextClassification(Task):
+    name = "text-classification"
+    aliases = ("sequence-classification", "sentiment-analysis", "text-pair-classification", "cross-encoder")
+    architecture_suffixes = ("ForSequenceClassification",)
+    auto_model = "AutoModelForSequenceClassification"
+    ort_model = "ORTModelForSequenceClassification"
+    pipeline_task = "text-classification"
+    pipeline_tag = "text-classification"
+    card_task_type = "text-classification"
+    output_names = ("logits",)
+    output_axes = {"logits": {0: "batch_size"}}
+    metrics = {
+        "accuracy": MetricInfo("fraction of examples whose predicted class is the label"),
+        "f1": MetricInfo("F1 of the predicted classes (evaluation.average for several classes)"),
+        "precision": MetricInfo("precision of the predicted classes"),
+        "recall": MetricInfo("recall of the predicted classes"),
+        "matthews_correlation": MetricInfo("Matthews correlation of predicted and true classes"),
+        "pearson": MetricInfo("Pearson correlation of a regressor's scores with the labels"),
+        "spearman": MetricInfo("Spearman correlation of a regressor's scores with the labels"),
+        "agreement": MetricInfo("fraction of predictions equal to FP32's (a regressor: Pearson r with FP32's "
+                                "scores)", needs_labels=False),
+    }
+    default_text_columns = ("text",)
+    default_label_column = "label"
+    text_column_count = (1, 2)
+    chunkable = True
+    supports_qat = True
+    class_labels = True
+
+    @property
+    def regression(self) -> bool:
+        return int(getattr(self.model_config, "num_labels", 2) or 2) == 1
+
+    @classmethod
+    def default_metric(cls, labelled: bool = True) -> str:
+        return "accuracy" if labelled else "agreement"
+
+    def check_metric(self, metric: str, average: str = "binary") -> str | None:
+        problem = super().check_metric(metric, average)
+        if problem or metric == "agreement":
+            return problem
+        defn = METRICS.get(metric)
+        num_labels = int(getattr(self.model_config, "num_labels", 2) or 2)
+        if num_labels == 1 and not defn.regression:
+            return (f"{metric!r} scores class predictions, but the model is a regressor (num_labels 1); expected "
+                    "pearson or spearman")
+        if num_labels > 1 and defn.regression:
+            return (f"{metric!r} scores regression, but the model classifies into {num_labels} classes; expected "
+                    "accuracy, f1, precision, recall, matthews_correlation or agreement")
+        if defn.averaged and average == "binary" and num_labels > 2:
+            return (f"'binary' {metric} needs 2 classes but the model has {num_labels}; expected macro, micro or "
+                    "weighted average")
+        return None
+
+    def encode(self, rows: Any, tokenizer: Any, columns: Columns, *, key: str, max_length: int, padding: str,
+               labelled: bool = True) -> TextDataset:
+        pieces: dict[str, list[np.ndarray]] = {}
+        for start in range(0, len(rows), 1024):
+            chunk = rows[start: start + 1024]
+            texts = [self._texts(chunk, c) for c in columns.text]
+            enc = self._tokenize(tokenizer, *texts, max_length=max_length)
+            for name in self.model_inputs(tokenizer):
+                if name in enc:
+                    pieces.setdefault(name, []).append(np.asarray(enc[name]).astype(np.int64))
+        enc = {k: np.concatenate(v) for k, v in pieces.items()}
+        labels = None
+        if labelled and columns.label is not None:
+            cfg = self.model_config
+            labels = class_labels(list(rows[columns.label]), getattr(cfg, "label2id", None),
+                                  getattr(cfg, "num_labels", None), key)
+        return self._dataset(key, enc, list(enc), labels, tokenizer, padding)
+
+    def predict_batch(self, outputs: dict[str, np.ndarray], feeds: dict[str, np.ndarray], data: TextDataset,
+                      start: int) -> np.ndarray:
+        return to_predictions(outputs["logits"], self.regression)
+
+    def _compute(self, metric: str, predictions: Any, data: TextDataset, average: str) -> float:
+        return compute_metric(metric, np.asarray(predictions), np.asarray(data.labels), average=average)
+
+    def agreement(self, reference: Any, predictions: Any) -> float:
+        ref, got = np.asarray(reference), np.asarray(predictions)
+        if self.regression:
+            if np.allclose(ref, got):
+                return 1.0
+            return correlation("pearson", got, ref)
+        return float(np.mean(ref == got)) if len(ref) else 1.0
+
+    def hits(self, metric: str, predictions: Any, references: Any) -> np.ndarray | None:
+        if metric in ("accuracy", "agreement") and not self.regression:
+            return np.asarray(predictions) == np.asarray(references)
+        return None
+
+    def training_targets(self, data: TextDataset) -> np.ndarray:
+        if data.labels is None:
+            raise DataError(f"{data.name}: quantization-aware training needs labels (label_column)")
+        return np.asarray(data.labels)
+
+    def training_loss(self, outputs: Any, targets: Any) -> Any:
+        import torch
+
+        logits = outputs[0].float()
+        if self.regression:
+            return torch.nn.functional.mse_loss(logits.squeeze(-1), targets.float())
+        return torch.nn.functional.cross_entropy(logits, targets)
+
+    def check_rows(self, rows: dict[str, list[Any]], columns: Columns, key: str) -> list[RowProblem]:
+        return []
+
+    def usage_example(self) -> Any:
+        return "Congratulations, you won a free cruise! Click here."
