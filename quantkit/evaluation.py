@@ -21,6 +21,7 @@ import numpy as np
 
 from .data import TextDataset
 from .errors import EvaluationError
+from .faults import fault_point
 from .graph import model_size_bytes
 from .registry import Registry
 from .spec import EvaluationSpec, LatencySpec
@@ -320,6 +321,7 @@ def evaluate_model(
         if bar is not None:
             bar.close()
     eval_s = time.perf_counter() - start
+    fault_point("evaluation")
     predictions = to_predictions(logits, defn.regression)
     if defn.needs_labels:
         if data.labels is None:
