@@ -117,17 +117,22 @@ def read_yaml(path: Path) -> Any:
     """The parsed YAML document of ``path`` (None when empty); SpecError for anything unreadable."""
     name = path.name
     try:
-        size = path.stat().st_size
         if path.is_dir():
-            raise _issue(str(path), "is a folder; expected a YAML spec file")
-        if size > MAX_SPEC_BYTES:
-            raise _issue(str(path), f"file is {size} bytes; a spec is at most {MAX_SPEC_BYTES} bytes")
-        with open(path, "rb") as f:
-            data = f.read(MAX_SPEC_BYTES + 1)
+            folder = True
+        else:
+            folder = False
+            size = path.stat().st_size
+            if size <= MAX_SPEC_BYTES:
+                with open(path, "rb") as f:
+                    data = f.read(MAX_SPEC_BYTES + 1)
     except FileNotFoundError:
         raise _issue(str(path), "file not found") from None
     except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
         raise _issue(str(path), f"cannot read: {getattr(exc, 'strerror', None) or exc}") from None
+    if folder:
+        raise _issue(str(path), "is a folder; expected a YAML spec file")
+    if size > MAX_SPEC_BYTES:
+        raise _issue(str(path), f"file is {size} bytes; a spec is at most {MAX_SPEC_BYTES} bytes")
     if len(data) > MAX_SPEC_BYTES:  # grew while reading (or a pipe)
         raise _issue(str(path), f"file is larger than {MAX_SPEC_BYTES} bytes; not a spec")
     text = decode_spec_bytes(data, name)
