@@ -7,15 +7,52 @@ evaluation sets too small for the metric to mean anything.
 
 from __future__ import annotations
 
+import codecs
+from pathlib import Path
+
 from .base import CheckContext, Problem, check, error, warning
 from .dataset import _used_entries, get_rows, rows_used
 
-__all__ = ["LONG_TEXT_CHARS", "check_texts", "check_data_sizes"]
+__all__ = ["LONG_TEXT_CHARS", "utf8_problem", "check_encoding", "check_texts", "check_data_sizes"]
 
 #: Texts above this many characters are tokenized in full before truncation: slow, and pointless.
 LONG_TEXT_CHARS = 100_000
 #: Metrics that are undefined on fewer than two rows.
 _NEEDS_TWO = {"pearson", "spearman", "matthews_correlation"}
+
+
+def utf8_problem(path: Path, chunk: int = 1 << 20) -> str | None:
+    """None when the file is valid UTF-8 (read in chunks), else where it is not."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = 0
+    try:
+        with open(path, "rb") as f:
+            while block := f.read(chunk):
+                try:
+                    decoder.decode(block)
+                except UnicodeDecodeError as exc:
+                    return f"invalid UTF-8 at byte {offset + exc.start}"
+                offset += len(block)
+            decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return "invalid UTF-8 at the end of the file (cut in the middle of a character)"
+    except OSError as exc:
+        return f"cannot read: {exc.strerror or exc}"
+    return None
+
+
+@check("data.encoding", stage="data")
+def check_encoding(ctx: CheckContext) -> list[Problem]:
+    """Local text files (.csv, .json, .jsonl) are UTF-8, as the dataset loader reads them."""
+    problems: list[Problem] = []
+    for key, ds in _used_entries(ctx):
+        path = Path(ds.path)
+        if not ds.is_local or ds.file_format not in ("csv", "json") or not path.is_file():
+            continue
+        if (why := utf8_problem(path)) is not None:
+            problems.append(error(f"{key}.path", f"{path.name}: {why}; the loader reads UTF-8 only",
+                                  f"re-encode it, e.g. iconv -f latin1 -t utf-8 {path.name}"))
+    return problems
 
 
 @check("data.texts", stage="data")
