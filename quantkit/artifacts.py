@@ -119,7 +119,8 @@ def output_lock(target: str | Path) -> Iterator[Path]:
 
     A second run into the same folder fails at once with :class:`OutputLockedError` naming the folder
     and the pid of the run holding it. The lock dies with its process (a killed run leaves no stale
-    lock), and its holder cleans what killed runs left behind (:func:`clean_stale`).
+    lock; the file is removed when the run ends), and its holder cleans what killed runs left behind
+    (:func:`clean_stale`).
     """
     target = Path(target).expanduser().resolve()
     path = lock_path(target)
@@ -128,6 +129,7 @@ def output_lock(target: str | Path) -> Iterator[Path]:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:
         raise _artifact_error(f"cannot create the lock file {path} for {target}", exc) from exc
+    held = False
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -143,12 +145,29 @@ def output_lock(target: str | Path) -> Iterator[Path]:
                 f"output folder {target} is in use by another quantkit run ({who} holds {path})",
                 holder_pid=holder, hint="wait for that run to finish, or choose another --output",
             ) from None
+        try:
+            same = os.path.samestat(os.fstat(fd), os.stat(path))
+        except OSError:
+            same = False
+        if not same:  # the previous holder removed it between our open and flock: take the new one
+            os.close(fd)
+            fd = -1
+            with output_lock(target) as again:
+                yield again
+            return
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        held = True
         clean_stale(target)
         yield path
     finally:
-        os.close(fd)  # releases the lock; the file stays (removing it would race with a waiting run)
+        if held:
+            try:
+                os.unlink(path)  # still holding the lock: a run that opened it meanwhile re-checks the inode
+            except OSError:
+                pass
+        if fd >= 0:
+            os.close(fd)
 
 
 def clean_stale(target: str | Path) -> None:
