@@ -11,11 +11,16 @@ Layout of ``output.dir``::
 
 The folder is built next to its final place and renamed into it at the end, so a
 crash never leaves half a folder, and an existing folder is only replaced when
-asked to.
+asked to. A run holds :func:`output_lock` (``.<name>.lock`` beside the folder) from start to end,
+so two runs into one folder cannot mix; the holder of the lock removes what a killed run left
+behind (temporary siblings; a replaced folder whose swap was cut short is put back). A full disk
+is a :class:`~quantkit.errors.DiskFullError`, with the temporary folder removed.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import logging
 import os
@@ -28,7 +33,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from .errors import ArtifactError, OutputExistsError
+from .errors import ArtifactError, DiskFullError, OutputExistsError, OutputLockedError
+from .faults import fault_point
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +45,9 @@ __all__ = [
     "ORT_CONFIG_FILE",
     "check_output_dir",
     "atomic_directory",
+    "output_lock",
+    "lock_path",
+    "clean_stale",
     "write_artifacts",
     "package_versions",
 ]
@@ -98,6 +107,94 @@ def check_output_dir(target: str | Path, overwrite: bool) -> Path:
     return target
 
 
+def lock_path(target: str | Path) -> Path:
+    """The lock file of artifact folder ``target``: ``.<name>.lock`` beside it."""
+    target = Path(target).expanduser().resolve()
+    return target.parent / f".{target.name}.lock"
+
+
+@contextmanager
+def output_lock(target: str | Path) -> Iterator[Path]:
+    """Hold an exclusive lock on artifact folder ``target`` (``fcntl.flock`` on ``.<name>.lock`` beside it).
+
+    A second run into the same folder fails at once with :class:`OutputLockedError` naming the folder
+    and the pid of the run holding it. The lock dies with its process (a killed run leaves no stale
+    lock; the file is removed when the run ends), and its holder cleans what killed runs left behind
+    (:func:`clean_stale`).
+    """
+    target = Path(target).expanduser().resolve()
+    path = lock_path(target)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise _artifact_error(f"cannot create the lock file {path} for {target}", exc) from exc
+    held = False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise _artifact_error(f"cannot lock {path}", exc) from exc
+            try:
+                holder: int | None = int(os.pread(fd, 32, 0).decode("ascii", "replace").strip() or 0) or None
+            except (OSError, ValueError):
+                holder = None
+            who = f"process {holder}" if holder else "another process"
+            raise OutputLockedError(
+                f"output folder {target} is in use by another quantkit run ({who} holds {path})",
+                holder_pid=holder, hint="wait for that run to finish, or choose another --output",
+            ) from None
+        try:
+            same = os.path.samestat(os.fstat(fd), os.stat(path))
+        except OSError:
+            same = False
+        if not same:  # the previous holder removed it between our open and flock: take the new one
+            os.close(fd)
+            fd = -1
+            with output_lock(target) as again:
+                yield again
+            return
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        held = True
+        clean_stale(target)
+        yield path
+    finally:
+        if held:
+            try:
+                os.unlink(path)  # still holding the lock: a run that opened it meanwhile re-checks the inode
+            except OSError:
+                pass
+        if fd >= 0:
+            os.close(fd)
+
+
+def clean_stale(target: str | Path) -> None:
+    """Remove the temporary siblings of ``target`` left by a killed run (call with :func:`output_lock` held).
+
+    If ``target`` is missing but a complete previous folder waits under ``.<name>.old-*`` (a run was
+    killed mid-swap), it is put back.
+    """
+    target = Path(target).expanduser().resolve()
+    if not target.parent.is_dir():
+        return
+    olds = sorted(target.parent.glob(f".{target.name}.old-*"), key=lambda p: p.stat().st_mtime)
+    if olds and not target.exists():
+        logger.warning("restoring %s from %s (a previous run was killed while replacing it)", target, olds[-1])
+        olds[-1].rename(target)
+        olds = olds[:-1]
+    for stale in [*target.parent.glob(f".{target.name}.tmp-*"), *olds]:
+        logger.info("removing %s (left by an interrupted run)", stale)
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def _artifact_error(message: str, exc: OSError) -> ArtifactError:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DiskFullError(f"{message}: no space left on the device ({exc.strerror or exc})")
+    return ArtifactError(f"{message}: {exc}")
+
+
 @contextmanager
 def atomic_directory(target: str | Path, overwrite: bool) -> Iterator[Path]:
     """Yield a temporary sibling of ``target``; on success it atomically becomes ``target``.
@@ -105,10 +202,14 @@ def atomic_directory(target: str | Path, overwrite: bool) -> Iterator[Path]:
     On any exception the temporary folder is removed and ``target`` is untouched.
     """
     target = check_output_dir(target, overwrite)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    except OSError as exc:
+        raise _artifact_error(f"cannot create a folder beside {target}", exc) from exc
     try:
         yield tmp
+        fault_point("rename")
         if target.exists():
             old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
             target.rename(old)
@@ -148,6 +249,7 @@ def write_artifacts(
             data_file = Path(str(model_path) + "_data")
             if data_file.exists():
                 shutil.copyfile(data_file, tmp / (MODEL_FILE + "_data"))
+            fault_point("artifacts")
             model_config.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
             if ort_config is not None:
@@ -159,6 +261,6 @@ def write_artifacts(
             (tmp / SPEC_FILE).write_text(spec_yaml, encoding="utf-8")
             _json_dump(report, tmp / REPORT_FILE)
         except OSError as exc:
-            raise ArtifactError(f"writing artifacts for {target} failed: {exc}") from exc
+            raise _artifact_error(f"writing artifacts for {target} failed", exc) from exc
     logger.info("artifacts written to %s", target)
     return Path(target).expanduser().resolve()

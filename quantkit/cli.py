@@ -153,14 +153,19 @@ _OutputOpt = Annotated[Path | None, typer.Option("--output", "-o", help="Artifac
 _OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an existing artifact folder.")]
 _ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bars.")]
 _NoCheckOpt = Annotated[bool, typer.Option("--no-check", help="Skip the pre-flight checks (quantkit check).")]
+_ResetTrialsOpt = Annotated[bool, typer.Option(
+    "--reset-trials", help="Move an unreadable trial database aside (timestamped backup), keep the trials that "
+    "can still be read, and go on with a new one.")]
 
 
 def _run(config: Path, model: str | None, output: Path | None, overwrite: bool, progress: bool, tune: bool,
-         check: bool = True) -> None:
+         check: bool = True, reset_trials: bool = False) -> None:
     try:
         from .quantizer import Quantizer
 
         spec = _load(config, model)
+        if reset_trials:
+            _reset_trials(output if output is not None else spec.output.dir)
         if check:  # before loading the weights: a bad spec fails in seconds, with every problem listed
             _preflight(spec, config, output, overwrite, tune or spec.tuning is not None)
         quantizer = Quantizer.from_spec(spec)
@@ -175,6 +180,20 @@ def _run(config: Path, model: str | None, output: Path | None, overwrite: bool, 
     _render(result)
 
 
+def _reset_trials(output: Any) -> None:
+    from .search.store import check_trial_db, reset_trial_store, trial_db_path
+
+    if output is None:
+        return
+    path = trial_db_path(output)
+    if check_trial_db(path) is None:
+        err.print(f"--reset-trials: {path} is readable (or absent): kept as it is", highlight=False)
+        return
+    backup = reset_trial_store(path)
+    err.print(f"--reset-trials: {path} moved to {backup}; the readable trials were copied into a new one",
+              highlight=False)
+
+
 @app.command()
 def quantize(
     config: _ConfigOpt,
@@ -183,13 +202,14 @@ def quantize(
     overwrite: _OverwriteOpt = False,
     progress: _ProgressOpt = True,
     no_check: _NoCheckOpt = False,
+    reset_trials: _ResetTrialsOpt = False,
 ) -> None:
     """Export MODEL to ONNX, quantize it with the spec, evaluate FP32 vs quantized, and write the artifacts.
 
     A spec with a `tuning:` section runs the accuracy-tolerance search (as `quantkit tune`).
     The pre-flight checks (`quantkit check`) run first unless --no-check.
     """
-    _run(config, model, output, overwrite, progress, tune=False, check=not no_check)
+    _run(config, model, output, overwrite, progress, tune=False, check=not no_check, reset_trials=reset_trials)
 
 
 @app.command()
@@ -200,6 +220,7 @@ def tune(
     overwrite: _OverwriteOpt = False,
     progress: _ProgressOpt = True,
     no_check: _NoCheckOpt = False,
+    reset_trials: _ResetTrialsOpt = False,
 ) -> None:
     """Search for the fastest quantized model within the accuracy tolerance (the spec's `tuning:` section).
 
@@ -207,7 +228,7 @@ def tune(
     Exit code 3 when no candidate is within tolerance (the closest one is saved anyway).
     The pre-flight checks (`quantkit check`) run first unless --no-check.
     """
-    _run(config, model, output, overwrite, progress, tune=True, check=not no_check)
+    _run(config, model, output, overwrite, progress, tune=True, check=not no_check, reset_trials=reset_trials)
 
 
 # --------------------------------------------------------------------------- check

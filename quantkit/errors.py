@@ -22,6 +22,9 @@ __all__ = [
     "EvaluationError",
     "ArtifactError",
     "OutputExistsError",
+    "OutputLockedError",
+    "DiskFullError",
+    "TrialStoreError",
     "RegistryError",
     "ToleranceNotMetError",
     "ArtifactNotFoundError",
@@ -142,6 +145,31 @@ class OutputExistsError(ArtifactError, FileExistsError):
 
     exit_code = 2
     title = "output folder exists"
+
+
+class OutputLockedError(ArtifactError, BlockingIOError):
+    """Another quantkit run holds the lock of the same output folder."""
+
+    exit_code = 2
+    title = "output folder in use"
+
+    def __init__(self, message: str, *, holder_pid: int | None = None, hint: str | None = None) -> None:
+        self.holder_pid = holder_pid
+        super().__init__(message, hint=hint)
+
+
+class DiskFullError(ArtifactError):
+    """The disk filled up (ENOSPC / EDQUOT) while writing; nothing was left half-written."""
+
+    title = "disk full"
+    hint = "free some space (or choose another --output on a disk with room) and rerun"
+
+
+class TrialStoreError(QuantkitError, OSError):
+    """The tuning trial database cannot be read (corrupted, not SQLite, or locked)."""
+
+    exit_code = 2
+    title = "cannot read the trial database"
 
 
 class ArtifactNotFoundError(ArtifactError, FileNotFoundError):

@@ -22,6 +22,7 @@ import numpy as np
 from .data import TextDataset
 from .tasks.base import Predictions
 from .errors import EvaluationError
+from .faults import fault_point
 from .graph import model_size_bytes
 from .metrics import METRICS, MetricDef, compute_metric, to_predictions  # noqa: F401 (re-exported)
 from .spec import EvaluationSpec, LatencySpec
@@ -285,6 +286,7 @@ def evaluate_model(
         if bar is not None:
             bar.close()
     eval_s = time.perf_counter() - start
+    fault_point("evaluation")
     value = task.compute(metric, predictions, data, average=spec.average, reference=reference_predictions)
     runtime = (
         measure_runtime(path, spec.latency, sequence_length=data.max_length, vocab_size=vocab_size)

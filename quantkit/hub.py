@@ -247,6 +247,36 @@ def _hub_error(exc: BaseException, *, repo_id: str, revision: str | None, action
     )
 
 
+#: The Hub API routes behind each action (named in errors about malformed answers).
+_ROUTES = {
+    "creating": "POST /api/repos/create",
+    "creating the branch of": "POST /api/models/{repo}/branch/{{branch}}",
+    "listing the files of": "GET /api/models/{repo}/tree/{{revision}}",
+    "uploading to": "POST /api/models/{repo}/preupload|commit/{{revision}}",
+    "downloading": "GET /api/models/{repo}/revision/{{revision}} and /{repo}/resolve/...",
+}
+
+#: What huggingface_hub raises when an answer has an unexpected shape (bad JSON, missing keys, wrong types).
+_MALFORMED_ANSWER = (ValueError, KeyError, TypeError, AttributeError, IndexError, LookupError)
+
+
+def _unexpected_answer(exc: BaseException | str, *, repo_id: str, action: str, token: str | None) -> HubError:
+    """A HubError for an answer quantkit cannot read, naming the endpoint; the local files are untouched."""
+    what = exc if isinstance(exc, str) else f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+    route = _ROUTES.get(action, "").format(repo=repo_id)
+    return HubError(
+        f"the Hub at {hub_endpoint()} gave an unexpected answer while {action} {repo_id}"
+        f"{f' ({route})' if route else ''}: {_scrub(str(what), token)}; nothing local was changed",
+        repo_id=repo_id,
+        hint="check HF_ENDPOINT points at a Hugging Face Hub (not a proxy or login page) and retry",
+    )
+
+
+def _expect(ok: bool, what: str, *, repo_id: str, action: str, token: str | None) -> None:
+    if not ok:
+        raise _unexpected_answer(what, repo_id=repo_id, action=action, token=token)
+
+
 def _check_repo_id(repo_id: str) -> str:
     try:
         return validate_repo_id(repo_id)
@@ -435,17 +465,28 @@ def push_artifact(
     def call(action: str, fn: Callable[[], T]) -> T:
         try:
             return _retrying(f"{action} {repo_id}", fn, policy)
+        except HubError:
+            raise
         except Exception as exc:  # noqa: BLE001 - mapped to quantkit errors
-            if not _is_hub_failure(exc):
-                raise
-            raise _hub_error(exc, repo_id=repo_id, revision=revision, action=action, token=secret,
-                             write=True) from None
+            if _status(exc) is None and isinstance(exc, _MALFORMED_ANSWER):
+                raise _unexpected_answer(exc, repo_id=repo_id, action=action, token=secret) from exc
+            if _is_hub_failure(exc):
+                raise _hub_error(exc, repo_id=repo_id, revision=revision, action=action, token=secret,
+                                 write=True) from None
+            raise
 
-    repo_url = str(call("creating", lambda: api.create_repo(repo_id, private=private, exist_ok=True,
-                                                               repo_type="model")))
+    repo_url = call("creating", lambda: api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model"))
+    _expect(isinstance(repo_url, str) and bool(repo_url), f"repo url {repo_url!r}", repo_id=repo_id,
+            action="creating", token=secret)
+    repo_url = str(repo_url)
     if branch != "main":
         call("creating the branch of", lambda: api.create_branch(repo_id, branch=branch, exist_ok=True))
     remote = call("listing the files of", lambda: _remote_files(api, repo_id, branch))
+    for path_in_repo, entry in remote.items():
+        _expect(isinstance(path_in_repo, str) and isinstance(getattr(entry, "size", None), int)
+                and isinstance(getattr(entry, "blob_id", None), (str, type(None))),
+                f"file entry {path_in_repo!r} without a path, size or blob id", repo_id=repo_id,
+                action="listing the files of", token=secret)
     changed = [f for f in plan.files if not f.same_as(remote.get(f.path_in_repo))]
     if not changed:
         logger.info("%s@%s is already up to date with %s", repo_id, branch, plan.folder)
@@ -460,6 +501,9 @@ def push_artifact(
 
     info = call("uploading to", commit)
     pr_url = getattr(info, "pr_url", None)
+    _expect(isinstance(getattr(info, "commit_url", None), str) and isinstance(getattr(info, "oid", None), str)
+            and isinstance(pr_url, (str, type(None))), "a commit without commit_url/oid", repo_id=repo_id,
+            action="uploading to", token=secret)
     logger.info("pushed %d file(s) to %s@%s: %s", len(changed), repo_id, branch, pr_url or info.commit_url)
     return PushResult(
         repo_id, branch, repo_url or f"{endpoint}/{repo_id}", up_to_date=False,
@@ -504,10 +548,14 @@ def download_artifact(
             repo_id=repo_id, hint="unset HF_HUB_OFFLINE, or check the network and HF_ENDPOINT",
         ) from None
     except Exception as exc:  # noqa: BLE001 - mapped to quantkit errors
-        if not _is_hub_failure(exc):
-            raise
-        raise _hub_error(exc, repo_id=repo_id, revision=revision, action="downloading", token=secret,
-                         write=False) from None
+        if _status(exc) is None and isinstance(exc, _MALFORMED_ANSWER):
+            raise _unexpected_answer(exc, repo_id=repo_id, action="downloading", token=secret) from exc
+        if _is_hub_failure(exc):
+            raise _hub_error(exc, repo_id=repo_id, revision=revision, action="downloading", token=secret,
+                             write=False) from None
+        raise
+    if not isinstance(folder, Path) or not folder.is_dir():
+        raise _unexpected_answer(f"no local folder: {folder}", repo_id=repo_id, action="downloading", token=secret)
     if not (folder / MODEL_FILE).is_file():
         raise ArtifactNotFoundError(
             f"{repo_id}" + (f"@{revision}" if revision else "") + f" has no {MODEL_FILE}: not a quantized model "

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .artifacts import REPORT_FILE, check_output_dir, package_versions, write_artifacts
+from .artifacts import REPORT_FILE, check_output_dir, output_lock, package_versions, write_artifacts
 from .backends import ProgressFactory, QuantizedModel, get_backend
 from .data import TextDataset, load_text_dataset
 from .errors import QuantizationError, SpecError, SpecIssue, ToleranceNotMetError
@@ -233,9 +233,10 @@ class Quantizer:
         they raise :class:`~quantkit.errors.PreflightError` listing every problem found.
         """
         spec, target, overwrite, factory = self._prepare(spec, output_dir, overwrite, progress, check)
-        if spec.tuning is not None:
-            return self._push_if_asked(spec, self._tune(spec, target, overwrite, factory, None))
-        return self._push_if_asked(spec, self._run(spec, target, overwrite, factory))
+        with output_lock(target):  # one run per output folder; cleans what a killed run left
+            if spec.tuning is not None:
+                return self._push_if_asked(spec, self._tune(spec, target, overwrite, factory, None))
+            return self._push_if_asked(spec, self._run(spec, target, overwrite, factory))
 
     def tune(
         self,
@@ -257,7 +258,8 @@ class Quantizer:
         spec, target, overwrite, factory = self._prepare(spec, output_dir, overwrite, progress, check, tune=True)
         if spec.tuning is None:
             spec = spec.with_overrides(tuning={})
-        return self._push_if_asked(spec, self._tune(spec, target, overwrite, factory, on_trial))
+        with output_lock(target):  # one run per output folder; cleans what a killed run left
+            return self._push_if_asked(spec, self._tune(spec, target, overwrite, factory, on_trial))
 
     @staticmethod
     def _push_if_asked(spec: QuantizationSpec, result: QuantizationResult) -> QuantizationResult:

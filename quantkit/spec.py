@@ -207,6 +207,7 @@ class QuantizationConfig(_Spec):
     @model_validator(mode="after")
     def _check_backend(self) -> "QuantizationConfig":
         from .backends import BACKENDS
+        from .backends.optypes import quantizable_op_types
 
         if self.backend not in BACKENDS:
             raise ValueError(f"backend: {self.backend!r} is not one of {', '.join(BACKENDS.names())}")
@@ -230,8 +231,7 @@ class QuantizationConfig(_Spec):
                     "calibration: neural-compressor calibrates with minmax or entropy (KL); percentile is "
                     "onnxruntime-only"
                 )
-            unknown = sorted(set(self.op_types) - {"MatMul", "Gemm", "Gather"})
-            if unknown:
+            if unknown := sorted(set(self.op_types) - quantizable_op_types(self.backend, self.approach, "qdq")):
                 raise ValueError(
                     f"op_types: neural-compressor quantizes Linear layers (MatMul/Gemm) and, with Gather, the "
                     f"embedding tables; {unknown} cannot be chosen"
@@ -242,6 +242,8 @@ class QuantizationConfig(_Spec):
 
     @model_validator(mode="after")
     def _check_approach(self) -> "QuantizationConfig":
+        from .backends.optypes import quantizable_op_types
+
         if self.approach == "dynamic":
             if self.format is not None:
                 raise ValueError(
@@ -257,6 +259,11 @@ class QuantizationConfig(_Spec):
                 raise ValueError("symmetric_activations: only for approach: static (ranges come from calibration)")
         if len(set(self.op_types)) != len(self.op_types):
             raise ValueError("op_types: operator types must not repeat")
+        known = quantizable_op_types(self.backend, self.approach, self.format)
+        if known is not None and (unknown := [t for t in self.op_types if t not in known]):
+            how = f"{self.approach}" + (f" {self.quant_format}" if self.approach == "static" else "")
+            raise ValueError(f"op_types: {', '.join(map(repr, unknown))} cannot be quantized by {self.backend} "
+                             f"({how}); it can quantize: {', '.join(sorted(known))}")
         return self
 
     @property
@@ -797,23 +804,33 @@ def _issues_from_validation(exc: ValidationError, file: str | None) -> list[Spec
     return [SpecIssue(file, *_format_error(e)) for e in exc.errors(include_url=False)]
 
 
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except (OSError, ValueError):
+        return False
+
+
 def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
     """Resolve relative local paths in-place against the spec file's folder."""
 
     def fix(value: Any, must_look_local: bool) -> Any:
         if not isinstance(value, str) or not value:
             return value
-        p = Path(value).expanduser()
-        if p.is_absolute():
-            return str(p)
-        if (not must_look_local) or _looks_local(value) or (base / value).exists():
-            return str((base / p).resolve())
+        try:
+            p = Path(value).expanduser()
+            if p.is_absolute():
+                return str(p)
+            if (not must_look_local) or _looks_local(value) or (base / value).exists():
+                return str((base / p).resolve())
+        except (OSError, ValueError, RuntimeError):  # NUL byte, name too long, unknown ~user: validation says so
+            return value
         return value
 
     model = raw.get("model")
     if isinstance(model, dict) and isinstance(model.get("name_or_path"), str):
         v = model["name_or_path"]
-        if v.startswith((".", "/", "~")) or (base / v).exists():
+        if v.startswith((".", "/", "~")) or _exists(base / v):
             model["name_or_path"] = fix(v, False)
     data = raw.get("data")
     if isinstance(data, dict):
@@ -838,30 +855,6 @@ def parse_spec(raw: Any, *, file: str | None = None) -> QuantizationSpec:
         return QuantizationSpec.model_validate(raw)
     except ValidationError as exc:
         raise SpecError(_issues_from_validation(exc, file)) from None
-
-
-def load_spec(path: str | Path) -> QuantizationSpec:
-    """Read and validate a YAML spec; relative paths resolve against the spec's folder."""
-    path = Path(path)
-    name = path.name
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SpecError([SpecIssue(str(path), "", "file not found")]) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError([SpecIssue(str(path), "", f"cannot read: {exc}")]) from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise SpecError([SpecIssue(name, "", f"invalid YAML: {where}{problem}")]) from None
-    if raw is None:
-        raise SpecError([SpecIssue(name, "", "the file is empty")])
-    if isinstance(raw, dict):
-        _resolve_paths(raw, path.resolve().parent)
-    return parse_spec(raw, file=name)
 
 
 def _factory_defaults(schema: dict[str, Any]) -> None:
@@ -908,3 +901,6 @@ def spec_json_schema() -> dict[str, Any]:
 
 def spec_json_schema_text() -> str:
     return json.dumps(spec_json_schema(), indent=2, sort_keys=True) + "\n"
+
+
+from .specio import load_spec  # noqa: E402  (reading the file lives there; re-exported here)

@@ -12,7 +12,9 @@ It implements what ``huggingface_hub`` 0.36 uses to push and to load models back
 
 Repos live in memory with git-like commits, branches and ``refs/pr/N``. Every request is recorded
 (method, path, status, whether it was authorized — never the token itself), and faults can be
-injected: an HTTP status N times (or forever), or a dropped connection.
+injected: an HTTP status N times (or forever), or a dropped connection. ``malform()`` makes
+matching requests answer 200 with a malformed body instead (see :data:`MALFORMED`): not JSON,
+the wrong JSON shape, missing keys, wrong types, or an empty body.
 
 Use it as a context manager::
 
@@ -32,7 +34,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-__all__ = ["HubServer", "Recorded", "Fault", "git_sha1"]
+__all__ = ["HubServer", "Recorded", "Fault", "Malformed", "MALFORMED", "git_sha1"]
+
+#: Kinds of malformed 200 answers ``HubServer.malform`` can give.
+MALFORMED = ("not-json", "empty", "list", "null", "missing-keys", "wrong-types", "truncated")
 
 
 def git_sha1(data: bytes) -> str:
@@ -68,6 +73,52 @@ class Fault:
         if self.method is not None and self.method != method:
             return False
         return self.path_contains is None or self.path_contains in path
+
+
+@dataclass
+class Malformed:
+    """Answer matching requests with HTTP 200 and a malformed body of ``kind`` (one of MALFORMED)."""
+
+    kind: str
+    method: str | None = None
+    path_contains: str | None = None
+
+    def matches(self, method: str, path: str) -> bool:
+        if self.method is not None and self.method != method:
+            return False
+        return self.path_contains is None or self.path_contains in path
+
+    def body(self, good: bytes) -> bytes:
+        """The malformed version of the good answer ``good``."""
+        if self.kind == "not-json":
+            return b"<html><body>502 Bad Gateway</body></html>"
+        if self.kind == "empty":
+            return b""
+        if self.kind == "list":
+            return b"[1, 2, 3]"
+        if self.kind == "null":
+            return b"null"
+        if self.kind == "truncated":
+            return good[: max(len(good) // 2, 1)]
+        try:
+            obj = json.loads(good)
+        except ValueError:
+            return good[: max(len(good) // 2, 1)]
+        if self.kind == "missing-keys":
+            return json.dumps({} if isinstance(obj, dict) else [{} for _ in obj] if isinstance(obj, list) else {}).encode()
+        if self.kind == "wrong-types":
+            def spoil(v: Any) -> Any:
+                if isinstance(v, dict):
+                    return {k: spoil(x) for k, x in v.items()}
+                if isinstance(v, list):
+                    return [spoil(x) for x in v]
+                if isinstance(v, str):
+                    return 12345
+                if isinstance(v, (int, float)) and not isinstance(v, bool):
+                    return "not a number"
+                return v
+            return json.dumps(spoil(obj)).encode()
+        raise ValueError(f"unknown malformed kind {self.kind!r}")
 
 
 @dataclass
@@ -120,6 +171,7 @@ class HubServer:
         self.repos: dict[str, Repo] = {}
         self.requests: list[Recorded] = []
         self.faults: list[Fault] = []
+        self.malformed: list[Malformed] = []
         self.lock = threading.RLock()
         self._counter = itertools.count(1)
         self._httpd = ThreadingHTTPServer((host, 0), self._handler_class())
@@ -154,6 +206,16 @@ class HubServer:
             self.repos.clear()
             self.requests.clear()
             self.faults.clear()
+            self.malformed.clear()
+
+    def malform(self, kind: str, *, method: str | None = None, path_contains: str | None = None) -> Malformed:
+        """Answer matching requests (until :meth:`reset`) with 200 and a malformed body of ``kind``."""
+        if kind not in MALFORMED:
+            raise ValueError(f"kind must be one of {MALFORMED}")
+        m = Malformed(kind, method, path_contains)
+        with self.lock:
+            self.malformed.append(m)
+        return m
 
     def fail(self, status: int | None, times: int | None = None, *, method: str | None = None,
              path_contains: str | None = None, message: str = "injected failure") -> Fault:
@@ -263,7 +325,13 @@ class HubServer:
             self._record(method, path, query, err.status, authorized, False)
             self._send_error(h, method, err)
             return
-        self._record(method, path, query, status, authorized, False)
+        with self.lock:
+            bad = next((m for m in self.malformed if m.matches(method, path)), None)
+        if bad is not None and 200 <= status < 300:
+            payload, status = bad.body(payload), 200
+            headers = {k: v for k, v in headers.items() if k.lower() not in ("etag", "x-repo-commit")} \
+                if bad.kind in ("missing-keys",) else headers
+        self._record(method, path, query, status, authorized, bad is not None)
         self._send(h, method, status, headers, payload)
 
     def _record(self, method: str, path: str, query: dict[str, list[str]], status: int | None, authorized: bool,

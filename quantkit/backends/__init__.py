@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 from ..data import TextDataset
 from ..errors import QuantizationError, QuantkitError
 from ..export import ExportedModel
+from ..faults import fault_point
 from ..graph import graph_summary
 from ..registry import Registry
 from ..spec import QuantizationConfig
@@ -103,6 +104,7 @@ class Backend(ABC):
             raise QuantizationError(f"backend {self.name!r} quantizes the PyTorch model: pass loaded=")
         if not Path(model.path).is_file():
             raise QuantizationError(f"FP32 model not found: {model.path}")
+        fault_point("export")  # the FP32 model is exported (and optimized); quantization starts
         output_path = Path(output_path)
         output_path.parent.mkdir(parents=True, exist_ok=True)
         workdir = Path(workdir) if workdir is not None else output_path.parent
@@ -125,6 +127,7 @@ class Backend(ABC):
             raise QuantizationError(f"{self.name}: {type(exc).__name__}: {exc}") from exc
         if not output_path.is_file():
             raise QuantizationError(f"{self.name} produced no model at {output_path}")
+        fault_point("quantize")
         result = QuantizedModel(
             path=output_path,
             backend=self.name,

@@ -30,6 +30,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from ..data import TextDataset
 from ..errors import QuantizationError
+from ..faults import fault_point
 from ..export import onnx_io
 from ..spec import CalibrationSpec, QuantizationConfig
 from . import BACKENDS, Backend, ProgressFactory, QuantizeRequest
@@ -164,6 +165,7 @@ def calibrate(
             for start in range(0, len(reader), stride):
                 reader.set_range(start, start + stride)
                 calibrator.collect_data(reader)
+                fault_point("calibration")
             with contextlib.redirect_stdout(io.StringIO()):  # ORT prints histogram settings
                 ranges = calibrator.compute_data()
             del calibrator

@@ -26,10 +26,13 @@ import yaml
 from ..errors import SpecError
 from ..spec import QuantizationSpec, load_spec
 from . import cost as _cost  # noqa: F401  (each stage module registers its checks)
+from . import hostile as _hostile  # noqa: F401
 from . import dataset as _dataset  # noqa: F401
 from . import files as _files  # noqa: F401
 from . import model as _model  # noqa: F401
 from . import shapes as _shapes  # noqa: F401
+from . import state as _state  # noqa: F401
+from . import weights as _weights  # noqa: F401
 from .base import CHECKS, CheckContext, CheckReport, Estimate, Problem, check, ordered_checks, run_registered
 from .shapes import check_onnx_model
 

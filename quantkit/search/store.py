@@ -4,18 +4,122 @@ search loses nothing and a rerun of the same command skips what is done.
 A trial's key is the hash of its config *and* of the run fingerprint (model, data,
 export and evaluation settings), so a changed model or dataset never reuses stale
 results.
+
+A database that cannot be read (corrupted, truncated, not SQLite) is a
+:class:`~quantkit.errors.TrialStoreError` naming the file, never a silent fresh start that would
+lose trials; :func:`reset_trial_store` (``quantkit tune --reset-trials``) moves it aside to a
+timestamped backup and starts a new one holding every row that could still be read.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import shutil
 import sqlite3
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Trial", "TrialStore"]
+from ..errors import TrialStoreError
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Trial", "TrialStore", "trial_db_path", "check_trial_db", "reset_trial_store"]
+
+#: Tuning state beside the output folder (the convention of ``Quantizer._tune``).
+STATE_DIR = ".{name}.quantkit-tuning"
+DB_FILE = "trials.db"
+_RESET_HINT = ("rerun with --reset-trials to move it aside to a timestamped backup and start a new one "
+               "(the rows that can still be read are copied over), or delete it to start from scratch")
+
+
+def trial_db_path(output_dir: str | Path) -> Path:
+    """Where ``quantkit tune`` keeps the trials of the run writing ``output_dir``."""
+    target = Path(output_dir).expanduser().resolve()
+    return target.parent / STATE_DIR.format(name=target.name) / DB_FILE
+
+
+def _open(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(str(path), timeout=30)
+    try:
+        row = db.execute("PRAGMA quick_check").fetchone()
+        if row is None or row[0] != "ok":
+            raise sqlite3.DatabaseError(f"integrity check: {row[0] if row else 'no answer'}")
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def check_trial_db(path: str | Path) -> str | None:
+    """None when ``path`` is missing or a readable SQLite database, else what is wrong (read-only)."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+        try:
+            row = db.execute("PRAGMA quick_check").fetchone()
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        return str(exc)
+    return None if row and row[0] == "ok" else f"integrity check: {row[0] if row else 'no answer'}"
+
+
+def reset_trial_store(path: str | Path) -> Path | None:
+    """Move the trial database at ``path`` (and its -wal/-shm files) to ``<path>.corrupt-<timestamp>``
+    and start a new one with every trial and baseline row that can still be read from the old one.
+
+    Returns the backup's path (None when there was no database).
+    """
+    path = Path(path)
+    if not path.exists():
+        return None
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    backup = path.with_name(f"{path.name}.corrupt-{stamp}")
+    for suffix in ("", "-wal", "-shm"):
+        src = Path(str(path) + suffix)
+        if src.exists():
+            shutil.move(str(src), str(backup) + suffix)
+    rows = _salvage(backup)
+    with TrialStore(path) as store, store._db:
+        for table, values in rows.items():
+            for row in values:
+                marks = ", ".join("?" * len(row))
+                store._db.execute(f"INSERT OR REPLACE INTO {table} VALUES ({marks})", row)
+    logger.warning("trial database %s moved to %s; %d trial(s) recovered into a new one", path, backup,
+                   len(rows.get("trials", [])))
+    return backup
+
+
+def _salvage(path: Path) -> dict[str, list[tuple]]:
+    """The rows of ``trials`` and ``baselines`` that can be read from a damaged database (best effort)."""
+    out: dict[str, list[tuple]] = {"trials": [], "baselines": []}
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    except sqlite3.Error:
+        return out
+    try:
+        for table, ncols in (("trials", 17), ("baselines", 2)):
+            try:
+                cur = db.execute(f"SELECT * FROM {table}")
+                while True:
+                    try:
+                        row = cur.fetchone()
+                    except sqlite3.Error:
+                        break
+                    if row is None:
+                        break
+                    if len(row) == ncols:
+                        out[table].append(tuple(row))
+            except sqlite3.Error:
+                continue
+    finally:
+        db.close()
+    return out
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS trials (
@@ -77,11 +181,19 @@ class TrialStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(self.path), timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
-        self._db.commit()
+        try:
+            self._db = _open(self.path)
+        except sqlite3.Error as exc:
+            raise TrialStoreError(f"trial database {self.path} cannot be read ({exc}); its trials are kept "
+                                  "as they are", hint=_RESET_HINT) from None
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+            self._db.commit()
+        except sqlite3.Error as exc:
+            self._db.close()
+            raise TrialStoreError(f"trial database {self.path} cannot be used ({exc})", hint=_RESET_HINT) from None
 
     @staticmethod
     def key(run: str, config_hash: str, origin_detail: str = "") -> str:

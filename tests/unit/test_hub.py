@@ -472,3 +472,31 @@ def test_quantizer_from_pretrained_points_an_artifact_to_load_quantized(artifact
         Quantizer.from_pretrained(artifact)
     assert "load_quantized" in info.value.hint and info.value.exit_code == 2
     assert Quantizer.load_quantized(artifact).output_dir == artifact
+
+
+# --------------------------------------------------------------------------- malformed answers (issue 16)
+from hubserver import MALFORMED  # noqa: E402
+
+_ROUTES = [("POST", "/api/repos/create"), ("GET", "/tree/"), ("POST", "/preupload/"), ("POST", "/commit/")]
+
+
+@pytest.mark.parametrize("kind", MALFORMED)
+@pytest.mark.parametrize("method, route", _ROUTES, ids=[r for _, r in _ROUTES])
+def test_malformed_hub_answers_are_hub_errors_naming_the_endpoint(hub, artifact, kind, method, route):
+    before = folder_state(artifact)
+    hub.malform(kind, method=method, path_contains=route)
+    try:
+        result = push_artifact(artifact, REPO, retry=no_wait([]))
+    except HubError as exc:
+        assert hub.url in str(exc) and REPO in str(exc), str(exc)
+        assert TOKEN not in str(exc)
+    else:  # a body huggingface_hub does not read (e.g. a create answer's extra fields) may still succeed
+        assert result.repo_id == REPO
+    assert folder_state(artifact) == before  # local files untouched
+
+
+def test_malformed_answer_in_cli_push_is_not_unexpected(hub, artifact):
+    hub.malform("not-json", method="POST", path_contains="/commit/")
+    out = runner.invoke(app, ["push", str(artifact), "--repo-id", REPO])
+    assert out.exit_code == 1, out.output
+    assert "unexpected TypeError" not in out.output and "Hub" in out.output
