@@ -316,11 +316,18 @@ class LatencySpec(_Spec):
         description="Rounds first timed, each in a fresh process, models interleaved round by round; ratios "
         "are medians of per-round ratios, with an interval.",
     )
-    max_rounds: int = Field(
-        7, ge=1, le=30,
-        description="Rounds at most: more are added while the interval is too wide to decide (then a "
-        "'timings unreliable' warning).",
+    max_rounds: int | None = Field(
+        None, ge=1, le=30,
+        description="Rounds at most: more are added while the interval is too wide to decide, then a 'timings "
+        "unreliable' warning (default: 7, or `rounds` when `rounds` is set).",
     )
+
+    @property
+    def round_budget(self) -> int:
+        """Rounds at most: ``max_rounds``; unset, 7 (adaptive) or exactly ``rounds`` when the user set it."""
+        if self.max_rounds is not None:
+            return max(self.max_rounds, self.rounds)
+        return self.rounds if "rounds" in self.model_fields_set else max(7, self.rounds)
     threads: int | None = Field(
         None, ge=1, description="ONNX Runtime intra-op threads (default: physical cores)."
     )

@@ -272,3 +272,57 @@ def done_when_ranked(labels: Sequence[str], min_effect: float = MIN_EFFECT) -> C
 def done_when_separable(a: str, b: str, min_effect: float = MIN_EFFECT) -> Callable[[Rounds], bool]:
     """A :func:`measure` stop rule: ``a / b`` is separable from 1."""
     return lambda rounds: separable(rounds.ratio(a, b), min_effect)
+
+
+@dataclass
+class SideBySide:
+    """Models timed interleaved against one baseline: rounds, per-round ratios and warnings."""
+
+    rounds: Rounds
+    baseline: str
+    ratios: dict[str, RatioEstimate]  # label -> label / baseline
+    warnings: list[str]
+    #: label -> RuntimeStats of its median round (only with the real :class:`SubprocessTimer`).
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "method": f"interleaved fresh-process rounds, order rotated each round; ratio = median of per-round "
+                      f"ratios to {self.baseline}, interval = order-statistic {CONFIDENCE:.0%} interval of the "
+                      "median (min-max when there are few rounds)",
+            "rounds": self.rounds.rounds,
+            "baseline": self.baseline,
+            "ratios": {k: v.to_dict() for k, v in self.ratios.items()},
+            "round_ms": self.rounds.to_dict(),
+            "warnings": list(self.warnings),
+        }
+
+
+def side_by_side(
+    paths: Mapping[str, str | Path],
+    latency: Any,
+    *,
+    baseline: str,
+    sequence_length: int | None = None,
+    vocab_size: int = 30522,
+    timer: Timer | None = None,
+    adaptive: bool = True,
+) -> SideBySide:
+    """Time ``paths`` interleaved with ``baseline`` (``latency.rounds`` rounds, then more up to
+    ``latency.max_rounds`` while a ratio's sign is not established or it spreads too much, when
+    ``adaptive``); the ratios and a "timings unreliable" warning for each ratio that stays unclear."""
+    real = timer is None
+    timer = timer or SubprocessTimer(latency, sequence_length=sequence_length, vocab_size=vocab_size)
+    others = [lab for lab in paths if lab != baseline]
+
+    def done(r: Rounds) -> bool:
+        return all(speedup_warning(r.ratio(lab, baseline)) is None for lab in others)
+
+    max_rounds = latency.round_budget if adaptive else latency.rounds
+    rounds = measure(paths, timer, min_rounds=latency.rounds, max_rounds=max_rounds, done=done)
+    ratios = {lab: rounds.ratio(lab, baseline) for lab in others}
+    warnings = [w for lab in others if (w := speedup_warning(ratios[lab], f"{lab} / {baseline}"))]
+    for w in warnings:
+        logger.warning("%s", w)
+    stats = {lab: timer.median_stats(lab) for lab in paths} if real else {}  # type: ignore[attr-defined]
+    return SideBySide(rounds, baseline, ratios, warnings, stats)

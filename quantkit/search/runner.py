@@ -80,7 +80,7 @@ class OnnxTrialRunner:
                                              vocab_size=self.vocab_size)
 
     def _time(self, paths: dict[str, Any], done: Callable[[Rounds], bool] | None) -> Rounds:
-        return measure(paths, self._timer(), min_rounds=self.latency.rounds, max_rounds=self.latency.max_rounds,
+        return measure(paths, self._timer(), min_rounds=self.latency.rounds, max_rounds=self.latency.round_budget,
                        done=done)
 
     def _runtime(self, path: Path) -> float:
