@@ -556,6 +556,7 @@ class Quantizer:
         timings["search_s"] = round(time.perf_counter() - t, 3)
         summary = tuning_summary(outcome, tolerance, tuning.strategy, tuning.objective, base)
         summary["space_size"] = len(candidates)
+        summary["latency_decision"] = outcome.latency_decision
         picked = outcome.chosen or outcome.closest
         if picked is None:
             errors = "; ".join(sorted({tr.error or tr.status for tr in outcome.trials}))[:800]
