@@ -345,8 +345,7 @@ def _render_benchmark(result: Any) -> None:
         elif row.baseline is None:
             vs = "baseline"
         else:
-            vs = f"{row.vs_fp32:.2f}x" + (f" ({row.vs_fp32_low:.2f}-{row.vs_fp32_high:.2f})"
-                                          if row.vs_fp32_low is not None else "")
+            vs = f"{row.vs_fp32:.2f}x" + ("?" if row.timing_warning else "")
         table.add_row(row.model, f"{row.batch_size}×{row.sequence_length}", fmt(row.p50_ms), fmt(row.p90_ms),
                       fmt(row.p99_ms), fmt(row.throughput), f"{row.peak_rss_mb:.0f}", f"{row.load_s:.2f}", vs)
     out.print(table)
@@ -357,13 +356,13 @@ def _render_benchmark(result: Any) -> None:
         f"{s['rounds']} interleaved round(s) · ex/s at p50 · RSS MB = peak resident memory of the process",
         highlight=False,
     )
-    notes = ["vs FP32 = median of per-round p50 / p50 of the folder's fp32/model.onnx, with its interval "
-             "(below 1 is faster)"] if any(
+    notes = ["vs FP32 = median of per-round p50 / p50 of the folder's fp32/model.onnx (below 1 is faster; "
+             "? = timings unreliable, see the warnings; intervals in --json)"] if any(
         r.baseline for r in result.rows) else []
     out.print(" · ".join(notes + ([f"CPU: {cpu}"] if cpu else [])), highlight=False)
     for row in result.rows:
         if row.timing_warning:
-            err.print(f"warning: b{row.batch_size}×s{row.sequence_length}: {row.timing_warning}", markup=False,
+            err.print(f"warning: {row.batch_size}×{row.sequence_length}: {row.timing_warning}", markup=False,
                       highlight=False, style="yellow", soft_wrap=True)
     written = [str(p) for p in (result.json_path, result.plot_path) if p is not None]
     if written:
