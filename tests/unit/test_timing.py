@@ -233,3 +233,73 @@ def test_probe_skipped_for_another_cpu(monkeypatch, tiny_fp32):
     result = probe_fusion(off, tiny_fp32, model_type="bert", sequence_length=16, matches_this_cpu=True,
                           build=lambda level: pytest.fail("probe is off"))
     assert result.status == "skipped" and "off" in result.reason
+
+
+# --------------------------------------------------------------------------- where it lands
+def test_report_card_and_cli_show_the_warning():
+    from quantkit.card import model_card_text
+    from quantkit.timing_report import add_timing, timing_warnings
+
+    timed = side_by_side({"fp32": "f", "int8": "i"}, LatencySpec(rounds=3), baseline="fp32",
+                         timer=FakeTimer({"fp32": [100], "int8": [70, 130, 95]}))
+    report = add_timing({"result": {}, "fp32": {}, "quantized": {}}, timed, None)
+    assert report["result"]["latency_ratio_p50"] == pytest.approx(0.95)
+    assert report["timing"]["round_ms"]["int8"][:3] == [70.0, 130.0, 95.0]
+    assert timing_warnings(report) == timed.warnings and timed.warnings
+    card = model_card_text(report, "org/m")
+    assert "## Timing" in card and "timings unreliable" in card and "0.95x" in card
+
+
+# --------------------------------------------------------------------------- a busy CPU, for real (slow)
+@pytest.mark.slow
+def test_tune_under_a_busy_loop_never_claims_a_wrong_sign(tmp_path, tiny_model_dir, tiny_data_dir):
+    """With busy loops pinned to our cores, `tune` either chooses what it chooses on the quiet machine or says
+    it cannot tell, and a speed-up it reports without a warning has the sign a quiet re-measurement finds."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import write_spec
+
+    from quantkit import Quantizer
+    from quantkit.timing_report import timing_warnings
+
+    def spec(name):
+        return write_spec(tmp_path / f"{name}.yaml", f"""
+spec_version: 1
+quantization: {{approach: dynamic}}
+data:
+  evaluation: {{path: {tiny_data_dir / 'validation.jsonl'}}}
+  max_length: 32
+evaluation:
+  metric: agreement
+  latency: {{batch_size: 4, sequence_length: 32, warmup: 2, repeats: 10, rounds: 3, max_rounds: 5}}
+tuning:
+  tolerance: {{type: absolute, value: 0.5}}
+  space: {{per_channel: [true, false]}}
+  max_trials: 2
+output: {{dir: {tmp_path / name}, keep_fp32: true}}
+""")
+
+    quantizer = Quantizer.from_pretrained(tiny_model_dir)
+    quiet = quantizer.tune(spec("quiet"), progress=False, check=False).report["tuning"]
+    cores = sorted(os.sched_getaffinity(0))
+    loop = f"import os\nos.sched_setaffinity(0, {cores!r})\nwhile True: pass"
+    busy = [subprocess.Popen([sys.executable, "-c", loop]) for _ in cores]
+    try:
+        noisy = quantizer.tune(spec("noisy"), progress=False, check=False)
+    finally:
+        for p in busy:
+            p.kill()
+            p.wait()
+    tuning, report = noisy.report["tuning"], noisy.report
+    same = tuning["chosen_config"] == quiet["chosen_config"]
+    assert same or "cannot separate" in tuning["reason"] or "cannot separate" in quiet["reason"], tuning["reason"]
+    est = report["result"]["latency_ratio"]
+    if not timing_warnings(report):  # a sign was claimed: it must survive a quiet re-measurement
+        assert est["high"] < 1 or est["low"] > 1
+        again = side_by_side({"fp32": noisy.output_dir / "fp32" / "model.onnx", "int8": noisy.model_path},
+                             LatencySpec(batch_size=4, sequence_length=32, warmup=2, repeats=10, rounds=3,
+                                         max_rounds=7), baseline="fp32")
+        quiet_est = again.ratios["int8"]
+        assert again.warnings or (quiet_est.median < 1) == (est["high"] < 1), (est, quiet_est)
