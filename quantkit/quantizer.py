@@ -363,7 +363,7 @@ class Quantizer:
         profile = hardware_profile(spec.hardware)
         self._probe = probe_fusion(
             spec, fp32, model_type=self.loaded.model_type, sequence_length=evaluation.max_length, build=build,
-            matches_this_cpu=spec.hardware == "auto" or profile.matches_this_cpu,
+            matches_this_cpu=spec.hardware in ("auto", detect_target(profile.cpu)),
             vocab_size=int(getattr(self.loaded.config, "vocab_size", 30522)), timer=getattr(self, "_timer", None),
         )
         return self._probe.chosen if self._probe is not None else None

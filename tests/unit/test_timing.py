@@ -303,3 +303,40 @@ output: {{dir: {tmp_path / name}, keep_fp32: true}}
                                          max_rounds=7), baseline="fp32")
         quiet_est = again.ratios["int8"]
         assert again.warnings or (quiet_est.median < 1) == (est["high"] < 1), (est, quiet_est)
+
+
+def test_quantize_probes_on_the_real_export_then_hits_the_cache(tmp_path, monkeypatch, tiny_model_dir, tiny_data_dir):
+    """`quantize` with export.optimize auto: both fusion levels built from the export and timed (fake timer);
+    the separably faster one is used and reported; the second run reads the cache; another CPU probes again."""
+    from conftest import write_spec
+
+    from quantkit import Quantizer
+    from quantkit import hardware
+
+    monkeypatch.delenv("QUANTKIT_HARDWARE_PROBE", raising=False)
+    monkeypatch.setenv("QUANTKIT_CACHE", str(tmp_path / "cache"))
+    spec = write_spec(tmp_path / "s.yaml", f"""
+spec_version: 1
+quantization: {{approach: dynamic}}
+data:
+  evaluation: {{path: {tiny_data_dir / 'validation.jsonl'}}}
+  max_length: 16
+evaluation:
+  metric: agreement
+  latency: {{batch_size: 2, sequence_length: 16, rounds: 3}}
+""")
+    q = Quantizer.from_pretrained(tiny_model_dir)
+    q._timer = FakeTimer({"fp32": [100], "transformer": [60, 62, 61], "none": [50, 51, 52], "int8": [50, 52, 51]})
+    first = q.quantize(spec, tmp_path / "a", progress=False, check=False).report
+    assert first["probe"]["status"] == "measured" and first["probe"]["chosen"] == "none"
+    assert first["quantization"]["optimization"]["level"] == "none"
+    assert first["result"]["latency_ratio"]["median"] == pytest.approx(0.51) and not first["timing"]["warnings"]
+    calls = len(q._timer.calls)
+    second = q.quantize(spec, tmp_path / "b", progress=False, check=False).report
+    assert second["probe"]["status"] == "cached" and second["probe"]["key"] == first["probe"]["key"]
+    assert not any(c in ("transformer", "none") for c in q._timer.calls[calls:])
+    other = hardware.CpuInfo(model="Other CPU", arch="x86_64", logical_cores=2, physical_cores=2,
+                             features=["avx2"])
+    monkeypatch.setattr(hardware, "cpu_info", lambda: other)
+    third = q.quantize(spec, tmp_path / "c", progress=False, check=False).report
+    assert third["probe"]["status"] == "measured" and third["probe"]["key"] != first["probe"]["key"]
