@@ -4,10 +4,12 @@ A model is an artifact folder (``model.onnx`` + ``config.json``, optionally an F
 ``fp32/model.onnx``), a plain ONNX folder such as an Optimum export, a direct path to a ``.onnx`` file,
 or a Hub repo id (downloaded with :func:`quantkit.hub.resolve_artifact`).
 
-Every model × (batch, sequence length) is timed with
-:func:`quantkit.evaluation.measure_side_by_side`: a fresh process per measurement, the models of one
-shape interleaved round by round, each keeping its best-p50 round. Each quantized row is compared
-with the FP32 baseline of its own folder at the same shape (``vs_fp32`` = int8 p50 / FP32 p50).
+Every model × (batch, sequence length) is timed with :mod:`quantkit.timing`: a fresh process per
+measurement, the models of one shape interleaved round by round (order rotated each round); each row's
+latencies are those of its median round. Each quantized row is compared with the FP32 baseline of its own
+folder at the same shape: ``vs_fp32`` is the median of the per-round int8 p50 / FP32 p50 ratios, with its
+interval (``vs_fp32_low``-``vs_fp32_high``) and a "timings unreliable" warning when the rounds cannot
+establish it.
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ from typing import Any
 
 from .artifacts import MODEL_FILE
 from .errors import ArtifactError, ArtifactNotFoundError, BenchmarkError
-from .evaluation import default_threads, measure_side_by_side
+from .evaluation import default_threads
 from .spec import LatencySpec
+from .timing import SubprocessTimer, measure, speedup_warning
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +103,10 @@ class BenchmarkRow:
     model_rss_mb: float
     load_s: float
     baseline: str | None = None  # the FP32 row this one is compared with
-    vs_fp32: float | None = None  # p50 / baseline p50 (1.0 for the baseline itself)
+    vs_fp32: float | None = None  # median of per-round p50 / baseline p50 (1.0 for the baseline itself)
+    vs_fp32_low: float | None = None  # interval of that median over the rounds (quantkit.timing.ratio_estimate)
+    vs_fp32_high: float | None = None
+    timing_warning: str | None = None  # "timings unreliable: ..." when the rounds cannot establish the ratio
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -372,7 +378,7 @@ def benchmark(
     threads: int | None = None,
     warmup: int = 5,
     repeats: int = 30,
-    rounds: int = 2,
+    rounds: int = 3,
     include_fp32: bool = True,
     output_dir: str | Path | None = None,
     log_y: bool = False,
@@ -416,27 +422,36 @@ def benchmark(
     logger.info("benchmarking %d model(s) at %d shape(s), %d thread(s), %d round(s)", len(targets), len(shapes),
                 threads, rounds)
     stats: dict[tuple[str, int, int], Any] = {}
+    ratios: dict[tuple[str, int, int], Any] = {}
     start = time.perf_counter()
     for i, (batch, seq) in enumerate(shapes, 1):
         latency = LatencySpec(batch_size=batch, sequence_length=seq, warmup=warmup, repeats=repeats, rounds=rounds,
                               threads=threads)
         logger.info("[%d/%d] batch %d × seq %d", i, len(shapes), batch, seq)
-        for label, st in measure_side_by_side(paths, latency, sequence_length=seq, vocab_size=vocab).items():
-            stats[(label, batch, seq)] = st
+        timer = SubprocessTimer(latency, sequence_length=seq, vocab_size=vocab)
+        timed = measure(paths, timer, min_rounds=rounds)  # interleaved, order rotated per round
+        for label in paths:
+            stats[(label, batch, seq)] = timer.median_stats(label)
+        for t in targets:
+            if t.baseline is not None:
+                est = timed.ratio(t.label, t.baseline)
+                ratios[(t.label, batch, seq)] = (est, speedup_warning(est, f"{t.label} / {t.baseline}"))
     rows = []
     for batch, seq in shapes:
         for t in targets:
             st = stats[(t.label, batch, seq)]
-            ratio = None
+            ratio = low = high = warning = None
             if t.baseline is not None:
-                ratio = st.p50_ms / stats[(t.baseline, batch, seq)].p50_ms
+                est, warning = ratios[(t.label, batch, seq)]
+                ratio, low, high = est.median, est.low, est.high
             elif any(o.baseline == t.label for o in targets):
                 ratio = 1.0
             rows.append(BenchmarkRow(
                 model=t.label, path=str(t.path), precision=t.precision, batch_size=batch, sequence_length=seq,
                 threads=st.threads, p50_ms=st.p50_ms, p90_ms=st.p90_ms, p99_ms=st.p99_ms, mean_ms=st.mean_ms,
                 throughput=st.throughput, peak_rss_mb=st.peak_rss_mb, model_rss_mb=st.model_rss_mb,
-                load_s=st.load_s, baseline=t.baseline, vs_fp32=ratio,
+                load_s=st.load_s, baseline=t.baseline, vs_fp32=ratio, vs_fp32_low=low, vs_fp32_high=high,
+                timing_warning=warning,
             ))
     settings = {"batch_sizes": batches, "sequence_lengths": seqs, "threads": threads, "warmup": warmup,
                 "repeats": repeats, "rounds": rounds, "include_fp32": include_fp32, "vocab_size": vocab,

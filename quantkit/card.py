@@ -23,6 +23,8 @@ from typing import Any
 
 import yaml
 
+from .timing_report import timing_card_lines
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -439,6 +441,7 @@ def model_card_text(
     body += _results_section(report)
     body += _quantization_section(report)
     body += _hardware_section(report)
+    body += timing_card_lines(report)
     body += _fallback_section(report)
     body += _tuning_section(report, files)
     body += _usage_section(report, repo_id)

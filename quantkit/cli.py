@@ -140,6 +140,14 @@ def _render(result: Any) -> None:
         )
         for node in tuning["fallback_nodes"]:
             out.print(f"  kept in FP32: {node['node']} (+{node['metric_gain']:.4f} metric)", highlight=False)
+    from .timing_report import timing_warnings
+
+    probe = result.report.get("probe")
+    if probe:
+        out.print(f"default {probe['choice']}: {probe['chosen']} ({probe['status']}: {probe['reason']})",
+                  highlight=False, soft_wrap=True)
+    for warning in timing_warnings(result.report):
+        err.print(f"warning: {warning}", markup=False, highlight=False, style="yellow", soft_wrap=True)
     out.print(f"artifacts: {result.output_dir}")
     if getattr(result, "push", None) is not None:
         out.print(f"hub: {result.push.url}" + (" (already up to date)" if result.push.up_to_date else ""), highlight=False)
@@ -358,20 +366,25 @@ def _render_benchmark(result: Any) -> None:
         elif row.baseline is None:
             vs = "baseline"
         else:
-            vs = f"{row.vs_fp32:.2f}x"
+            vs = f"{row.vs_fp32:.2f}x" + ("?" if row.timing_warning else "")
         table.add_row(row.model, f"{row.batch_size}×{row.sequence_length}", fmt(row.p50_ms), fmt(row.p90_ms),
                       fmt(row.p99_ms), fmt(row.throughput), f"{row.peak_rss_mb:.0f}", f"{row.load_s:.2f}", vs)
     out.print(table)
     s = result.settings
     cpu = result.environment.get("cpu", {}).get("model")
     out.print(
-        f"{s['threads']} thread(s) · {s['warmup']} warmup + {s['repeats']} timed runs per round, best of "
-        f"{s['rounds']} round(s) · ex/s at p50 · RSS MB = peak resident memory of the process",
+        f"{s['threads']} thread(s) · {s['warmup']} warmup + {s['repeats']} timed runs per round, median round of "
+        f"{s['rounds']} interleaved round(s) · ex/s at p50 · RSS MB = peak resident memory of the process",
         highlight=False,
     )
-    notes = ["vs FP32 = p50 / p50 of the folder's fp32/model.onnx (below 1 is faster)"] if any(
+    notes = ["vs FP32 = median of per-round p50 / p50 of the folder's fp32/model.onnx (below 1 is faster; "
+             "? = timings unreliable, see the warnings; intervals in --json)"] if any(
         r.baseline for r in result.rows) else []
     out.print(" · ".join(notes + ([f"CPU: {cpu}"] if cpu else [])), highlight=False)
+    for row in result.rows:
+        if row.timing_warning:
+            err.print(f"warning: {row.batch_size}×{row.sequence_length}: {row.timing_warning}", markup=False,
+                      highlight=False, style="yellow", soft_wrap=True)
     written = [str(p) for p in (result.json_path, result.plot_path) if p is not None]
     if written:
         out.print(f"wrote {' and '.join(written)}", highlight=False, soft_wrap=True)
@@ -390,26 +403,24 @@ def benchmark(
     warmup: Annotated[int, typer.Option("--warmup", min=0, help="Untimed runs before timing.")] = 5,
     repeats: Annotated[int, typer.Option("--repeats", min=3, help="Timed runs per round.")] = 30,
     rounds: Annotated[int, typer.Option("--rounds", min=1, max=10,
-                                        help="Fresh-process rounds, models interleaved; each keeps its best.")] = 2,
+                                        help="Fresh-process rounds, models interleaved; ratios are medians of "
+                                        "per-round ratios.")] = 3,
     fp32: Annotated[bool, typer.Option("--fp32/--no-fp32", help="Also time each folder's fp32/model.onnx.")] = True,
     output: Annotated[Path | None, typer.Option("--output", "-o", file_okay=False,
                                                 help="Folder for benchmark.json and benchmark.png "
-                                                "(default: ./benchmark-YYYYMMDD-HHMMSS).")] = None,
+                                                "(default: print only, write nothing).")] = None,
     log_y: Annotated[bool, typer.Option("--log-y", help="Logarithmic latency axis in benchmark.png.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the JSON result instead of the table.")] = False,
 ) -> None:
     """Latency (p50/p90/p99), throughput, peak RSS and load time of each model at each batch × sequence length.
 
-    Each measurement runs in a fresh process; models are interleaved round by round. Writes benchmark.json
-    and benchmark.png (p50 latency vs sequence length per model and batch) to --output.
+    Each measurement runs in a fresh process; models are interleaved round by round. Prints a table; with
+    --output, also writes benchmark.json and benchmark.png (p50 latency vs sequence length per model and batch).
 
     Exit code 2: a missing folder, a bad list, or a sequence length above a model's max_position_embeddings.
     """
-    import time
-
     batch_sizes = _int_list(batch, "--batch")
     sequence_lengths = _int_list(seq, "--seq")
-    output = output if output is not None else Path(f"benchmark-{time.strftime('%Y%m%d-%H%M%S')}")
     try:
         from .benchmark import benchmark as run_benchmark
 

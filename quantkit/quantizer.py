@@ -20,7 +20,9 @@ from .artifacts import REPORT_FILE, check_output_dir, output_lock, package_versi
 from .backends import ProgressFactory, QuantizedModel, get_backend
 from .data import TextDataset, load_text_dataset
 from .errors import QuantizationError, SpecError, SpecIssue, ToleranceNotMetError
-from .evaluation import ModelEvaluation, default_threads, evaluate_model, measure_side_by_side
+from .evaluation import ModelEvaluation, default_threads, evaluate_model
+from .timing import side_by_side
+from .timing_report import add_timing
 from .export import ExportedModel, export_onnx
 from .graph import graph_summary
 from .fusion import optimize_graph, resolve_level
@@ -72,6 +74,10 @@ class QuantizationResult:
 
     @property
     def latency_ratio(self) -> float | None:
+        """int8 / FP32 latency: the median of per-round ratios (timed interleaved) when the report has it."""
+        measured = (self.report.get("result") or {}).get("latency_ratio")
+        if isinstance(measured, dict) and measured.get("median") is not None:
+            return float(measured["median"])
         if self.fp32.runtime is None or self.quantized.runtime is None:
             return None
         return self.quantized.runtime.p50_ms / self.fp32.runtime.p50_ms
@@ -145,7 +151,10 @@ class QuantizationResult:
         if self.fp32.runtime and self.quantized.runtime:
             f, q = self.fp32.runtime, self.quantized.runtime
             shape = f"b{f.batch_size}×s{f.sequence_length}, {f.threads} thr"
-            rows.append((f"p50 latency ms ({shape})", f"{f.p50_ms:.2f}", f"{q.p50_ms:.2f}", f"{q.p50_ms / f.p50_ms:.2f}x"))
+            measured = (self.report.get("result") or {}).get("latency_ratio")
+            ratio = (f"{measured['median']:.2f}x ({measured['low']:.2f}-{measured['high']:.2f})"
+                     if isinstance(measured, dict) else f"{q.p50_ms / f.p50_ms:.2f}x")
+            rows.append((f"p50 latency ms ({shape})", f"{f.p50_ms:.2f}", f"{q.p50_ms:.2f}", ratio))
             rows.append(("p90 latency ms", f"{f.p90_ms:.2f}", f"{q.p90_ms:.2f}", f"{q.p90_ms / f.p90_ms:.2f}x"))
             rows.append(("peak RSS MB", f"{f.peak_rss_mb:.0f}", f"{q.peak_rss_mb:.0f}", f"{q.peak_rss_mb / f.peak_rss_mb:.2f}x"))
         rows.append(
@@ -368,6 +377,26 @@ class Quantizer:
         )
         section["requested"] = level or spec.export.optimize
         return optimized, section
+    def _probe_defaults(self, spec: QuantizationSpec, fp32: ExportedModel, work: Path,
+                        evaluation: TextDataset) -> str | None:
+        """``hardware_probe: auto``: time the CPU-dependent defaults the spec left unset (quantkit.probe);
+        the export.optimize level to use (None: the table's)."""
+        from .probe import probe_fusion
+
+        def build(level: str) -> Path:
+            source, _ = self._optimize(spec, fp32, work / "probe", level)
+            return get_backend(spec.quantization.backend).quantize(
+                source, spec.quantization, work / "probe" / level / "model.onnx", workdir=work / "probe" / level,
+                loaded=self.loaded).path
+
+        profile = hardware_profile(spec.hardware)
+        self._probe = probe_fusion(
+            spec, fp32, model_type=self.loaded.model_type, sequence_length=evaluation.max_length, build=build,
+            matches_this_cpu=spec.hardware in ("auto", detect_target(profile.cpu)),
+            vocab_size=int(getattr(self.loaded.config, "vocab_size", 30522)), timer=getattr(self, "_timer", None),
+        )
+        return self._probe.chosen if self._probe is not None else None
+
     def _preflight(self, spec: QuantizationSpec, spec_file: str | None, target: Path, overwrite: bool,
                    tune: bool) -> None:
         """The pre-flight checks with the loaded model: warnings are logged, errors raise PreflightError."""
@@ -412,7 +441,9 @@ class Quantizer:
             work = Path(tmp)
             fp32 = export_onnx(self.loaded, work / "fp32", spec.export)
             t = lap("export_s", t)
-            source, optimization = self._optimize(spec, fp32, work)
+            level = self._probe_defaults(spec, fp32, work, evaluation)
+            t = lap("probe_s", t)
+            source, optimization = self._optimize(spec, fp32, work, level)
             t = lap("optimize_s", t)
             state = target.parent / f".{target.name}.quantkit-state"
             quantized = backend.quantize(
@@ -455,13 +486,14 @@ class Quantizer:
             quantized.path, evaluation, spec.evaluation, label="int8", task=self.task, vocab_size=vocab,
             reference_predictions=fp32_eval.predictions, progress=progress, measure_speed=False,
         )
-        speed = measure_side_by_side(
-            {"fp32": fp32.path, "int8": quantized.path}, spec.evaluation.latency,
-            sequence_length=evaluation.max_length, vocab_size=vocab,
+        timed = side_by_side(
+            {"fp32": fp32.path, "int8": quantized.path}, spec.evaluation.latency, baseline="fp32",
+            sequence_length=evaluation.max_length, vocab_size=vocab, timer=getattr(self, "_timer", None),
         )
-        fp32_eval.runtime, q_eval.runtime = speed["fp32"], speed["int8"]
-        logger.info("p50 at b%d: fp32 %.1f ms, int8 %.1f ms", speed["fp32"].batch_size, speed["fp32"].p50_ms,
-                    speed["int8"].p50_ms)
+        if timed.stats:
+            fp32_eval.runtime, q_eval.runtime = timed.stats["fp32"], timed.stats["int8"]
+        logger.info("int8 / fp32 latency at b%d: %s", spec.evaluation.latency.batch_size,
+                    timed.ratios["int8"].describe())
         timings["evaluate_s"] = round(time.perf_counter() - t, 3)
         if spec.evaluation.shapes is not None:
             t = time.perf_counter()
@@ -473,6 +505,7 @@ class Quantizer:
             timings["shapes_s"] = round(time.perf_counter() - t, 3)
         timings["total_s"] = round(time.perf_counter() - started, 3)
         report = self._report(spec, fp32, quantized, fp32_eval, q_eval, evaluation, timings)
+        add_timing(report, timed, getattr(self, "_probe", None))
         if spec.evaluation.shapes is not None:
             report["shapes"] = shapes
         if tuning is not None:
@@ -553,6 +586,7 @@ class Quantizer:
         timings["search_s"] = round(time.perf_counter() - t, 3)
         summary = tuning_summary(outcome, tolerance, tuning.strategy, tuning.objective, base)
         summary["space_size"] = len(candidates)
+        summary["latency_decision"] = outcome.latency_decision
         picked = outcome.chosen or outcome.closest
         if picked is None:
             errors = "; ".join(sorted({tr.error or tr.status for tr in outcome.trials}))[:800]

@@ -23,10 +23,11 @@ import numpy as np
 
 from .data import encode, load_rows
 from .errors import EvaluationError
-from .evaluation import OnnxRunner, measure_side_by_side
+from .evaluation import OnnxRunner
 from .tasks.base import Predictions
 from .export import symbolic_axes
 from .spec import DatasetSpec, LatencySpec, ShapeGridSpec
+from .timing import Timer, side_by_side
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +70,7 @@ def check_shapes(
     latency: LatencySpec,
     task: Any = None,
     key: str = "data.evaluation",
+    timer: Timer | None = None,
 ) -> dict[str, Any]:
     """Agreement, batch invariance and latency of int8 vs FP32 over ``grid``; a report section.
 
@@ -117,11 +119,15 @@ def check_shapes(
                     ):
                         invariance[name] = {**inv, "batch_size": batch, "sequence_length": seq}
             if grid.latency:
-                lat = latency.model_copy(update={"batch_size": batch, "sequence_length": seq, "rounds": 1})
-                speed = measure_side_by_side({"fp32": fp32_path, "int8": int8_path}, lat, vocab_size=vocab)
-                cell["fp32_p50_ms"] = speed["fp32"].p50_ms
-                cell["int8_p50_ms"] = speed["int8"].p50_ms
-                cell["latency_ratio"] = speed["int8"].p50_ms / speed["fp32"].p50_ms
+                lat = latency.model_copy(update={"batch_size": batch, "sequence_length": seq})
+                timed = side_by_side({"fp32": fp32_path, "int8": int8_path}, lat, baseline="fp32", vocab_size=vocab,
+                                     timer=timer)
+                cell["fp32_p50_ms"] = timed.rounds.median_ms("fp32")
+                cell["int8_p50_ms"] = timed.rounds.median_ms("int8")
+                cell["latency_ratio"] = timed.ratios["int8"].median  # median of per-round ratios
+                cell["latency_ratio_interval"] = timed.ratios["int8"].to_dict()
+                if timed.warnings:
+                    cell["timing_warning"] = timed.warnings[0]
             cells.append(cell)
             logger.info("shape b%d x s%d: agreement %.4f, max diff %.3g%s", batch, seq, cell["agreement"],
                         cell["max_abs_diff"],

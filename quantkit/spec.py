@@ -339,9 +339,21 @@ class LatencySpec(_Spec):
     repeats: int = Field(30, ge=3, description="Timed runs per round.")
     rounds: int = Field(
         2, ge=1, le=10,
-        description="Rounds, each in a fresh process; models compared side by side are interleaved round by "
-        "round and each keeps its best round (robust to a noisy machine).",
+        description="Rounds first timed, each in a fresh process, models interleaved round by round; ratios "
+        "are medians of per-round ratios, with an interval.",
     )
+    max_rounds: int | None = Field(
+        None, ge=1, le=30,
+        description="Rounds at most: more are added while the interval is too wide to decide, then a 'timings "
+        "unreliable' warning (default: 7, or `rounds` when `rounds` is set).",
+    )
+
+    @property
+    def round_budget(self) -> int:
+        """Rounds at most: ``max_rounds``; unset, 7 (adaptive) or exactly ``rounds`` when the user set it."""
+        if self.max_rounds is not None:
+            return max(self.max_rounds, self.rounds)
+        return self.rounds if "rounds" in self.model_fields_set else max(7, self.rounds)
     threads: int | None = Field(
         None, ge=1, description="ONNX Runtime intra-op threads (default: physical cores)."
     )
@@ -626,6 +638,11 @@ class QuantizationSpec(_Spec):
         description="CPU the model is quantized for: auto (this machine) or a target. It sets the quantization "
         "fields the spec leaves unset (weight/activation types, reduce_range, per_channel, format); see "
         "`quantkit env`.",
+    )
+    hardware_probe: Literal["auto", "off"] = Field(
+        "auto",
+        description="auto: CPU-dependent defaults left unset (export.optimize: auto) are timed on this CPU on the "
+        "exported graph and the separably faster one kept (cached); off: the hardware table decides.",
     )
     hub: HubSpec | None = Field(
         None, description="Hugging Face Hub repo for `quantkit push`; with `push: true`, pushed after a successful run."

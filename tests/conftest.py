@@ -34,6 +34,9 @@ def _isolated_hf(tmp_path_factory: pytest.TempPathFactory) -> None:
     os.environ["HF_MODULES_CACHE"] = str(home / "modules")
     os.environ["TRANSFORMERS_VERBOSITY"] = "error"
     os.environ.pop("HF_TOKEN", None)
+    # The CPU probe (quantkit.probe) has its own tests; elsewhere the hardware table decides, as before.
+    os.environ["QUANTKIT_HARDWARE_PROBE"] = "off"
+    os.environ["QUANTKIT_CACHE"] = str(home / "quantkit-cache")
 
 
 def _sentences(n: int, seed: int) -> list[dict]:
@@ -127,7 +130,7 @@ data:
   max_length: 32
 evaluation:
   metric: accuracy
-  latency: {{batch_size: 2, sequence_length: 16, warmup: 1, repeats: 3}}
+  latency: {{batch_size: 2, sequence_length: 16, warmup: 1, repeats: 3, rounds: 2}}
 """
 
 

@@ -13,10 +13,11 @@ import numpy as np
 
 from ..backends import ProgressFactory, get_backend
 from ..data import TextDataset
-from ..evaluation import OnnxRunner, measure_runtime, measure_side_by_side
+from ..evaluation import OnnxRunner
 from ..export import ExportedModel
 from ..graph import model_size_bytes
 from ..spec import LatencySpec, QuantizationConfig, QuantizationSpec
+from ..timing import SubprocessTimer, Rounds, Timer, done_when_ranked, done_when_separable, measure, separable
 from .space import config_hash
 from .strategies import Measurement, PruneHint, TrialOutcome
 
@@ -43,7 +44,10 @@ class OnnxTrialRunner:
         loaded: object | None = None,
         optimizer: Callable[[str, QuantizationConfig], tuple[ExportedModel, dict[str, Any]]] | None = None,
         task: Any = None,
+        timer: Timer | None = None,
     ) -> None:
+        #: Times one model once (tests inject a fake); default: a fresh process per model and round.
+        self.timer = timer
         self.loaded = loaded
         #: ``optimizer(level, config)`` → the FP32 graph a candidate is quantized from (export.optimize).
         self.optimizer = optimizer
@@ -77,16 +81,22 @@ class OnnxTrialRunner:
             self.fp32_predictions = runner.run(self.evaluation, self.spec.evaluation.batch_size, self.task).values
         return self.fp32_predictions
 
-    def _runtime(self, path: Path) -> float:
-        stats = measure_runtime(path, self.latency, sequence_length=self.evaluation.max_length, vocab_size=self.vocab_size)
-        return stats.p50_ms
+    def _timer(self) -> Timer:
+        return self.timer or SubprocessTimer(self.latency, sequence_length=self.evaluation.max_length,
+                                             vocab_size=self.vocab_size)
 
-    def confirm_latency(self, configs: list[QuantizationConfig]) -> dict[str, float]:
-        """p50 of each config's model, timed side by side in interleaved rounds."""
+    def _time(self, paths: dict[str, Any], done: Callable[[Rounds], bool] | None) -> Rounds:
+        return measure(paths, self._timer(), min_rounds=self.latency.rounds, max_rounds=self.latency.round_budget,
+                       done=done)
+
+    def _runtime(self, path: Path) -> float:
+        return self._time({"m": path}, None).median_ms("m")
+
+    def confirm_latency(self, configs: list[QuantizationConfig]) -> Rounds:
+        """Each config's model timed side by side in interleaved rounds (labels: config hashes), adding
+        rounds until the fastest is separable from the others or ``latency.max_rounds`` is spent."""
         paths = {config_hash(c): self.quantize(c) for c in configs}
-        stats = measure_side_by_side(paths, self.latency, sequence_length=self.evaluation.max_length,
-                                     vocab_size=self.vocab_size)
-        return {h: s.p50_ms for h, s in stats.items()}
+        return self._time(paths, done_when_ranked(list(paths)))
 
     def _score(self, path: Path, hint: PruneHint) -> tuple[float | None, str | None]:
         """The metric on the evaluation set; (None, reason) when it provably cannot reach the hint."""
@@ -149,14 +159,34 @@ class OnnxTrialRunner:
     def run(self, config: QuantizationConfig, hint: PruneHint) -> TrialOutcome:
         path = self.quantize(config)
         size = model_size_bytes(path)
-        latency = self._runtime(path)
-        if hint.max_latency_ms is not None and latency > hint.max_latency_ms:
-            return TrialOutcome("pruned", None, latency, size, str(path),
-                                note=f"pruned: p50 {latency:.1f} ms > best {hint.max_latency_ms:.1f} ms")
+        latency, note, slower = self._time_trial(path, hint)
+        if slower:
+            return TrialOutcome("pruned", None, latency, size, str(path), note=note)
         metric, why = self._score(path, hint)
         if metric is None:
-            return TrialOutcome("pruned", None, latency, size, str(path), note=why)
-        return TrialOutcome("ok", metric, latency, size, str(path))
+            return TrialOutcome("pruned", None, latency, size, str(path), note="; ".join((note, why or "")))
+        return TrialOutcome("ok", metric, latency, size, str(path), note=note)
+
+    def _time_trial(self, path: Path, hint: PruneHint) -> tuple[float, str, bool]:
+        """(median ms, note, separably slower than the best so far): the candidate timed interleaved with
+        FP32 and, once a candidate passed, with the best one; rounds are added until the candidate is
+        separable from the best (from FP32 when there is no best yet) or the budget is spent."""
+        paths: dict[str, Any] = {"fp32": self.fp32.path, "candidate": path}
+        best = hint.best_model_path
+        if best and Path(best).is_file() and Path(best) != path:
+            paths["best"] = best
+            done = done_when_separable("candidate", "best")
+        else:
+            done = done_when_separable("candidate", "fp32", 0.0)
+        rounds = self._time(paths, done)
+        latency = rounds.median_ms("candidate")
+        note = f"vs FP32 {rounds.ratio('candidate', 'fp32').describe()}"
+        if "best" in paths:
+            vs_best = rounds.ratio("candidate", "best")
+            if separable(vs_best) and vs_best.low > 1:
+                return latency, f"pruned: separably slower than the best so far ({vs_best.describe()} of its latency)", True
+            note += f"; vs best so far {vs_best.describe()}" + ("" if separable(vs_best) else ": inseparable, not pruned")
+        return latency, note, False
 
     def sensitivity(self, config: QuantizationConfig) -> list[tuple[str, float]]:
         samples = self.spec.tuning.fallback.samples if self.spec.tuning else 32

@@ -27,6 +27,7 @@ from typing import Any, Protocol
 from ..errors import QuantkitError
 from ..registry import Registry
 from ..spec import QuantizationConfig
+from ..timing import MIN_DECISION_ROUNDS, Ranking, Rounds, rank
 from .space import SearchPoint, config_hash
 from .store import Trial, TrialStore
 from .tolerance import Tolerance
@@ -67,6 +68,8 @@ class PruneHint:
     required_metric: float | None = None
     higher_is_better: bool = True
     max_latency_ms: float | None = None
+    #: The best passing candidate's model, so the runner can time a candidate against it side by side.
+    best_model_path: str | None = None
 
 
 @dataclass
@@ -97,6 +100,8 @@ class SearchOutcome:
     closest: Trial | None
     reason: str
     fallback_nodes: list[dict[str, Any]] = field(default_factory=list)
+    #: How latency decided among the leading candidates (:meth:`quantkit.timing.Ranking.to_dict`), if it did.
+    latency_decision: dict[str, Any] | None = None
 
 
 class SearchContext:
@@ -128,6 +133,7 @@ class SearchContext:
         self.deadline = clock() + timeout if timeout else None
         self.trials: list[Trial] = []
         self.fallback_nodes: list[dict[str, Any]] = []
+        self.latency_decision: dict[str, Any] | None = None
         cached = store.get_baseline(run_key)
         if cached is None:
             measured = runner.baseline()
@@ -180,6 +186,7 @@ class SearchContext:
             required_metric=self.tolerance.required(self.baseline.metric),
             higher_is_better=self.tolerance.higher_is_better,
             max_latency_ms=best.latency_ms if self.objective == "latency" else None,
+            best_model_path=best.model_path if self.objective == "latency" else None,
         )
 
     # ------------------------------------------------------------------ trials
@@ -243,7 +250,8 @@ class Strategy(ABC):
         closest = ctx.closest() if chosen is None else None
         if chosen is None and not reason:
             reason = "no candidate within tolerance"
-        return SearchOutcome(ctx.baseline, list(ctx.trials), chosen, closest, reason, list(ctx.fallback_nodes))
+        return SearchOutcome(ctx.baseline, list(ctx.trials), chosen, closest, reason, list(ctx.fallback_nodes),
+                             ctx.latency_decision)
 
     @abstractmethod
     def _search(self, ctx: SearchContext, candidates: list[QuantizationConfig]) -> tuple[Trial | None, str]:
@@ -281,8 +289,13 @@ class FastestStrategy(Strategy):
         for config in candidates:
             if ctx.evaluate(config, "space") is None:
                 break
-        self._confirm(ctx)
+        ranking = self._confirm(ctx)
         best = ctx.best()
+        if ranking is not None:
+            best = next(t for t in ctx.passing() if t.config_hash == ranking.winner)
+            n = len(ctx.passing())
+            return best, (f"trial {best.idx} of {n} candidate(s) within tolerance, timed side by side with the "
+                          f"leading ones: {ranking.reason} (fastest strategy)")
         if best is None and ctx.budget_left():
             closest = sorted(
                 (t for t in ctx.trials if t.status == "ok" and t.loss is not None),
@@ -302,19 +315,39 @@ class FastestStrategy(Strategy):
     fallback_candidates = 2
     confirm_top = 3
 
-    def _confirm(self, ctx: SearchContext) -> None:
-        """Re-time the leading passing candidates side by side, so noise does not pick the winner."""
+    def _confirm(self, ctx: SearchContext) -> Ranking | None:
+        """Re-time the leading passing candidates side by side and rank them with
+        :func:`quantkit.timing.rank`, so noise does not pick the winner (None: latency did not decide).
+
+        ``confirm_latency`` returns :class:`~quantkit.timing.Rounds` keyed by config hash; a plain
+        ``{hash: ms}`` is taken as exact (noise-free) timings."""
         confirm = getattr(ctx.runner, "confirm_latency", None)
         passing = sorted(ctx.passing(), key=ctx.objective_key)[: self.confirm_top]
         if ctx.objective != "latency" or confirm is None or len(passing) < 2:
-            return
+            return None
         timed = confirm([_config_of(t.config) for t in passing])
+        rounds = timed if isinstance(timed, Rounds) else Rounds(
+            {h: [float(v)] * MIN_DECISION_ROUNDS for h, v in timed.items()})
+        labels = [t.config_hash for t in passing if t.config_hash in rounds.times]
+        if len(labels) < 2:
+            return None
         for trial in passing:
-            new = timed.get(trial.config_hash)
-            if new is not None:
-                trial.latency_ms = new if trial.latency_ms is None else min(trial.latency_ms, new)
-                trial.note = "; ".join(x for x in (trial.note, f"confirmed p50 {new:.1f} ms") if x)
+            if trial.config_hash in rounds.times:
+                new = rounds.median_ms(trial.config_hash)
+                trial.latency_ms = new
+                trial.note = "; ".join(x for x in (trial.note, f"confirmed p50 {new:.1f} ms over "
+                                                   f"{len(rounds.times[trial.config_hash])} round(s)") if x)
                 ctx.store.put(ctx.run_key, trial)
+        named = {f"trial {t.idx}": t for t in passing if t.config_hash in labels}
+        rounds = Rounds({name: rounds.times[t.config_hash] for name, t in named.items()})
+        ranking = rank(rounds, list(named), accuracy={n: t.metric for n, t in named.items() if t.metric is not None},
+                       higher_is_better=ctx.tolerance.higher_is_better,
+                       size={n: t.size_bytes for n, t in named.items() if t.size_bytes is not None})
+        ctx.latency_decision = ranking.to_dict()
+        ranking.winner = named[ranking.winner].config_hash
+        if ranking.tied:
+            logger.warning("latency cannot tell the leading candidates apart: %s", ranking.reason)
+        return ranking
 
 
 @STRATEGIES.register("fallback")

@@ -216,16 +216,20 @@ def test_cli_table_and_files(artifact, tmp_path):
     assert (out / "benchmark.png").read_bytes()[:8] == PNG_MAGIC
 
 
-def test_cli_json_default_output_no_fp32(artifact, tmp_path, monkeypatch):
+def test_cli_without_output_writes_nothing(artifact, tmp_path, monkeypatch):
+    """Issue #13: a benchmark asked to print leaves no files where it was not told to (no ./benchmark-*)."""
     monkeypatch.chdir(tmp_path)
     result = runner.invoke(app, ["benchmark", str(artifact), "--batch", "2", "--seq", "8", *FAST_CLI, "--no-fp32",
                                  "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert [(r["model"], r["batch_size"], r["sequence_length"]) for r in data["rows"]] == [("tiny-int8", 2, 8)]
-    (folder,) = tmp_path.glob("benchmark-*")
-    assert json.loads((folder / "benchmark.json").read_text()) == data
-    assert (folder / "benchmark.png").stat().st_size > 0
+    assert list(tmp_path.iterdir()) == []
+    table = runner.invoke(app, ["benchmark", str(artifact), "--batch", "1", "--seq", "8", *FAST_CLI])
+    assert table.exit_code == 0, table.output
+    assert "vs FP32" in table.output and "wrote" not in table.output
+    assert "timings unreliable" in table.output  # one round cannot establish a ratio: said, not hidden
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("args, expected", [

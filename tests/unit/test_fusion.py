@@ -161,13 +161,16 @@ def test_shape_grid_report(tiny_fp32, tiny_loaded, tiny_data_dir, tmp_path, data
     section = check_shapes(
         tiny_fp32.path, q.path, dataset=DatasetSpec(path=str(tiny_data_dir / "validation.jsonl")),
         tokenizer=tiny_loaded.tokenizer, model_config=tiny_loaded.config, grid=grid,
-        latency=LatencySpec(warmup=1, repeats=3, threads=1),
+        latency=LatencySpec(warmup=1, repeats=3, threads=1, rounds=1),
     )
     cells = {(c["batch_size"], c["sequence_length"]): c for c in section["cells"]}
     assert set(cells) == {(1, 16), (4, 16), (1, 64), (4, 64)}
     for c in cells.values():
         assert 0 <= c["agreement"] <= 1 and c["examples"] == 12 and c["max_abs_diff"] >= 0
+        interval = c["latency_ratio_interval"]  # median of per-round ratios (one round here)
+        assert interval["low"] <= c["latency_ratio"] == interval["median"] <= interval["high"]
         assert c["latency_ratio"] == pytest.approx(c["int8_p50_ms"] / c["fp32_p50_ms"])
+        assert c["timing_warning"].startswith("timings unreliable")  # one round cannot tell: said so
     assert cells[(4, 64)]["int8_batch_invariance"]["identical_predictions"] == 1.0  # static: fixed scales
     assert section["batch_invariance"]["fp32"]["max_abs_diff"] <= 1e-5
     assert section["dynamic_axes"]["batch_and_sequence_symbolic"] is True

@@ -30,7 +30,7 @@ data:
   max_length: 32
 evaluation:
   metric: agreement
-  latency: {{batch_size: 2, sequence_length: 16, warmup: 1, repeats: 3}}
+  latency: {{batch_size: 2, sequence_length: 16, warmup: 1, repeats: 3, rounds: 2}}
 output:
   dir: artifacts
 """)
