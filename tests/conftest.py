@@ -138,3 +138,99 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """Integration tests need ../shared; fail loudly (never skip silently) when it is missing."""
     if any("integration" in item.keywords for item in items) and not REFERENCE_MODEL.is_dir():
         raise pytest.UsageError(f"integration tests need the reference model at {REFERENCE_MODEL}")
+
+
+# --------------------------------------------------------------------------- tiny models of every task
+NER_TAGS = ["O", "B-person", "I-person", "B-location", "I-location"]
+NAMES = ("alice", "bob", "carol")
+PLACES = ("paris", "london", "berlin")
+
+
+def _tiny_tokenizer_and_config(path: Path, **config_kwargs):
+    from transformers import BertConfig, BertTokenizerFast
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS, *NAMES, *PLACES, "who", "where", "is", "in",
+             "what", "?", ".", *[f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz"]]
+    vocab += list("abcdefghijklmnopqrstuvwxyz")
+    (path / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    tokenizer = BertTokenizerFast(vocab_file=str(path / "vocab.txt"), do_lower_case=True, model_max_length=128)
+    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128, **config_kwargs)
+    return tokenizer, config
+
+
+@pytest.fixture(scope="session")
+def tiny_task_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Tiny random models of the other tasks: a tagger (5 IOB2 tags), a sentence encoder saved as a
+    sentence-transformers folder (mean pooling + Normalize), and an extractive QA reader."""
+    import torch
+    from transformers import BertForQuestionAnswering, BertForTokenClassification, BertModel
+
+    out: dict[str, Path] = {}
+    builds = {
+        "token-classification": (BertForTokenClassification, dict(
+            num_labels=len(NER_TAGS), id2label=dict(enumerate(NER_TAGS)),
+            label2id={t: i for i, t in enumerate(NER_TAGS)}, architectures=["BertForTokenClassification"])),
+        "feature-extraction": (BertModel, dict(architectures=["BertModel"])),
+        "question-answering": (BertForQuestionAnswering, dict(architectures=["BertForQuestionAnswering"])),
+    }
+    for task, (cls, kwargs) in builds.items():
+        path = tmp_path_factory.mktemp(f"tiny-{task}")
+        tokenizer, config = _tiny_tokenizer_and_config(path, **kwargs)
+        torch.manual_seed(1)
+        model = cls(config).eval()
+        model.save_pretrained(path, safe_serialization=True)
+        tokenizer.save_pretrained(path)
+        out[task] = path
+    st = out["feature-extraction"]
+    (st / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}]))
+    (st / "1_Pooling").mkdir()
+    (st / "1_Pooling" / "config.json").write_text(json.dumps({
+        "word_embedding_dimension": 32, "pooling_mode_cls_token": False, "pooling_mode_mean_tokens": True,
+        "pooling_mode_max_tokens": False, "pooling_mode_mean_sqrt_len_tokens": False}))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_task_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Data of each task in its format: NER words + IOB2 tags, scored sentence pairs, SQuAD records
+    (some contexts longer than a window, one unanswerable question)."""
+    path = tmp_path_factory.mktemp("tiny-task-data")
+    rng = random.Random(3)
+    ner, pairs, squad = [], [], []
+    for i in range(40):
+        words, tags = [], []
+        for _ in range(rng.randint(3, 10)):
+            r = rng.random()
+            if r < 0.15:
+                words += [rng.choice(NAMES), rng.choice(NAMES)]
+                tags += ["B-person", "I-person"]
+            elif r < 0.3:
+                words.append(rng.choice(PLACES))
+                tags.append("B-location")
+            else:
+                words.append(rng.choice(WORDS))
+                tags.append("O")
+        ner.append({"tokens": words, "ner_tags": tags})
+        a = " ".join(rng.choices(WORDS, k=rng.randint(3, 12)))
+        b = " ".join(rng.choices(WORDS, k=rng.randint(3, 12)))
+        pairs.append({"sentence1": a, "sentence2": b, "score": round(rng.uniform(0, 5), 2)})
+        name, place = rng.choice(NAMES), rng.choice(PLACES)
+        filler = " ".join(rng.choices(WORDS, k=rng.randint(5, 60)))
+        context = f"{filler} . {name} is in {place} ."
+        answers = {"text": [place], "answer_start": [context.index(f"in {place}") + 3]}
+        if i % 10 == 9:
+            answers = {"text": [], "answer_start": []}
+        squad.append({"id": str(i), "question": f"where is {name} ?", "context": context, "answers": answers})
+    files = {"token-classification": ("ner.jsonl", ner), "feature-extraction": ("sts.jsonl", pairs),
+             "question-answering": ("squad.jsonl", squad)}
+    out = {}
+    for task, (name, rows) in files.items():
+        with open(path / name, "w", encoding="utf-8") as f:
+            for row in rows:
+                f.write(json.dumps(row) + "\n")
+        out[task] = path / name
+    return out

@@ -11,7 +11,7 @@ import codecs
 from pathlib import Path
 
 from .base import CheckContext, Problem, check, error, warning
-from .dataset import _used_entries, get_rows, rows_used
+from .dataset import _columns, _used_entries, get_rows, rows_used
 
 __all__ = ["LONG_TEXT_CHARS", "utf8_problem", "check_encoding", "check_texts", "check_data_sizes"]
 
@@ -64,10 +64,13 @@ def check_texts(ctx: CheckContext) -> list[Problem]:
         if view is None or view.table is None:
             continue
         stop = ds.limit if (ds.limit is not None and not ds.shuffle) else None
-        for i, col in enumerate(ds.text_columns):
+        task, columns = _columns(ctx, ds)
+        for i, col in enumerate(columns.text):
             if col not in view.columns:
                 continue  # data.columns reports it
             values = view.column(col, stop)
+            if task.text_column_kind == "words":  # a list of words per row: its text is the words joined
+                values = [" ".join(map(str, v)) if isinstance(v, (list, tuple)) else v for v in values]
             texts = ["" if v is None else str(v) for v in values]
             if texts and not any(t.strip() for t in texts):
                 problems.append(error(f"{key}.text_columns.{i}", f"every {col!r} value in {view.path} is empty or "
