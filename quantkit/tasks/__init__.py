@@ -53,8 +53,10 @@ def infer_task_from_architectures(config: Any) -> str | None:
     for arch in getattr(config, "architectures", None) or []:
         best = None
         for name in TASKS.names():
-            for suffix in TASKS.get(name).architecture_suffixes:
-                if arch.endswith(suffix) and (best is None or len(suffix) > best[0]):
+            cls = TASKS.get(name)
+            for suffix in cls.architecture_suffixes:
+                if arch.endswith(suffix) and not any(x in arch for x in cls.architecture_excludes) and (
+                        best is None or len(suffix) > best[0]):
                     best = (len(suffix), name)
         if best is not None:
             return best[1]

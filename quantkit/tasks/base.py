@@ -80,6 +80,8 @@ class Task:
     aliases: ClassVar[tuple[str, ...]] = ()
     #: Suffixes of ``config.architectures`` entries that identify a checkpoint of this task.
     architecture_suffixes: ClassVar[tuple[str, ...]] = ()
+    #: Substrings that rule an architecture out even when a suffix matches (``GPT2LMHeadModel`` is no encoder).
+    architecture_excludes: ClassVar[tuple[str, ...]] = ()
     #: transformers Auto class that loads the PyTorch model.
     auto_model: ClassVar[str]
     #: optimum.onnxruntime class that loads the artifact.

@@ -86,6 +86,7 @@ class FeatureExtraction(Task):
     name = "feature-extraction"
     aliases = ("sentence-similarity", "sentence-embeddings", "embeddings")
     architecture_suffixes = ("Model",)
+    architecture_excludes = ("For", "Head", "LM")
     auto_model = "AutoModel"
     ort_model = "ORTModelForFeatureExtraction"
     pipeline_task = "feature-extraction"
