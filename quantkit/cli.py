@@ -443,7 +443,7 @@ def schema(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file instead of stdout.")] = None,
 ) -> None:
     """Print the JSON schema of the spec file."""
-    from .spec import spec_json_schema_text
+    from .schema import spec_json_schema_text
 
     text = spec_json_schema_text()
     if output is None:

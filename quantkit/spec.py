@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import SpecError, SpecIssue
+from .tasks.options import TaskOptionsSpec
 
 __all__ = [
     "SPEC_VERSION",
@@ -41,7 +42,6 @@ __all__ = [
     "looks_like_repo_id",
     "load_spec",
     "parse_spec",
-    "spec_json_schema",
     "METRICS_HIGHER_IS_BETTER",
 ]
 
@@ -410,35 +410,6 @@ class EvaluationSpec(_Spec):
     @property
     def higher_is_better(self) -> bool:
         return METRICS_HIGHER_IS_BETTER[self.metric] if self.metric else True
-
-
-# --------------------------------------------------------------------------- task options
-class TaskOptionsSpec(_Spec):
-    pooling: Literal["auto", "mean", "cls", "max", "mean_sqrt_len", "lasttoken"] = Field(
-        "auto",
-        description="feature-extraction: how token embeddings become the sentence embedding; auto reads the "
-        "sentence-transformers folder (1_Pooling/config.json), mean when there is none.",
-    )
-    normalize: Literal["auto", "true", "false"] = Field(
-        "auto", description="feature-extraction: L2-normalise embeddings; auto: when modules.json lists Normalize."
-    )
-    entity_mode: Literal["strict", "conlleval"] = Field(
-        "strict",
-        description="token-classification: entity matching. strict: seqeval mode='strict' with IOB2 (an I- tag "
-        "without its B- starts no entity); conlleval: seqeval's default (it does).",
-    )
-    doc_stride: int | None = Field(
-        None, ge=1, description="question-answering: tokens of overlap between the windows of a long context "
-        "(at most half of data.max_length); default: 128, or a quarter of data.max_length when that is smaller.",
-    )
-    max_answer_length: int = Field(30, ge=1, description="question-answering: longest answer span, in tokens.")
-    n_best: int = Field(20, ge=1, description="question-answering: start/end candidates per window.")
-    version_2_with_negative: bool = Field(
-        False, description="question-answering: SQuAD v2, questions may have no answer (empty prediction)."
-    )
-    null_score_diff_threshold: float = Field(
-        0.0, description="question-answering, v2: answer nothing when the no-answer score beats the best span by more."
-    )
 
 
 # --------------------------------------------------------------------------- output
@@ -872,52 +843,6 @@ def parse_spec(raw: Any, *, file: str | None = None) -> QuantizationSpec:
         return QuantizationSpec.model_validate(raw)
     except ValidationError as exc:
         raise SpecError(_issues_from_validation(exc, file)) from None
-
-
-def _factory_defaults(schema: dict[str, Any]) -> None:
-    """Write the defaults of ``default_factory`` fields (lists like ``op_types: [MatMul]``) into ``schema``.
-
-    pydantic leaves them out of the JSON schema; sections (fields whose default is a whole spec model)
-    stay without one: their own keys carry the defaults.
-    """
-    from pydantic_core import to_jsonable_python
-
-    defs = schema.get("$defs", {})
-    seen: set[type[BaseModel]] = set()
-
-    def models_in(annotation: Any) -> list[type[BaseModel]]:
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            return [annotation]
-        return [m for arg in getattr(annotation, "__args__", ()) for m in models_in(arg)]
-
-    def walk(model: type[BaseModel], node: dict[str, Any] | None) -> None:
-        if model in seen or node is None:
-            return
-        seen.add(model)
-        props = node.get("properties", {})
-        for name, info in model.model_fields.items():
-            key = info.alias or name
-            if info.default_factory is not None and key in props and "default" not in props[key]:
-                value = info.default_factory()  # type: ignore[call-arg]
-                if not isinstance(value, BaseModel):
-                    props[key]["default"] = to_jsonable_python(value)
-            for sub in models_in(info.annotation):
-                walk(sub, defs.get(sub.__name__))
-
-    walk(QuantizationSpec, schema)
-
-
-def spec_json_schema() -> dict[str, Any]:
-    """The published JSON schema of the spec file (with the defaults of list-valued fields filled in)."""
-    schema = QuantizationSpec.model_json_schema()
-    _factory_defaults(schema)
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["title"] = "quantkit spec"
-    return schema
-
-
-def spec_json_schema_text() -> str:
-    return json.dumps(spec_json_schema(), indent=2, sort_keys=True) + "\n"
 
 
 from .specio import load_spec  # noqa: E402  (reading the file lives there; re-exported here)

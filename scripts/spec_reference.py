@@ -164,7 +164,7 @@ def render(schema: dict[str, Any]) -> str:
 
 
 def current_reference() -> str:
-    from quantkit.spec import spec_json_schema
+    from quantkit.schema import spec_json_schema
 
     return render(spec_json_schema())
 

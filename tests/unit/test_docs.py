@@ -48,7 +48,7 @@ def test_readme_spec_reference_is_up_to_date():
 
 def test_spec_reference_covers_every_key_of_the_schema():
     """Generic: every property of every definition reachable from the root gets a table row."""
-    from quantkit.spec import spec_json_schema
+    from quantkit.schema import spec_json_schema
 
     ref = _spec_reference()
     schema = spec_json_schema()

@@ -12,12 +12,11 @@ import yaml
 from pydantic import ValidationError
 
 from quantkit.errors import SpecError
+from quantkit.schema import spec_json_schema, spec_json_schema_text
 from quantkit.spec import (
     QuantizationSpec,
     load_spec,
     parse_spec,
-    spec_json_schema,
-    spec_json_schema_text,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -314,7 +313,7 @@ def test_schema_text_is_deterministic_json() -> None:
 
 def test_published_schema_is_up_to_date() -> None:
     regenerate = (
-        "regenerate it from the repo root with: python -c \"from quantkit.spec import spec_json_schema_text; "
+        "regenerate it from the repo root with: python -c \"from quantkit.schema import spec_json_schema_text; "
         "open('schema/quantkit-spec.schema.json','w').write(spec_json_schema_text())\""
     )
     assert SCHEMA_FILE.is_file(), f"{SCHEMA_FILE} is missing; {regenerate}"
