@@ -24,6 +24,7 @@ NOTEBOOKS_BY_NAME: dict[str, tuple[tuple[pytest.MarkDecorator, ...], int]] = {
     "02_tuning.ipynb": ((pytest.mark.slow,), 1),  # tuning.png
     "03_qat.ipynb": ((pytest.mark.slow,), 1),     # training curve + comparison
     "04_hub.ipynb": ((pytest.mark.slow,), 0),
+    "05_tasks.ipynb": ((pytest.mark.slow,), 1),   # int8 vs FP32 pair cosine scatter + histogram
 }
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 #: Seconds one notebook may take before the test fails (budget: a few minutes each on 2 cores).
@@ -38,7 +39,8 @@ def _params():
 
 def test_notebooks_exist():
     assert NOTEBOOKS, "notebooks/ has no notebook"
-    assert {"01_quickstart.ipynb", "02_tuning.ipynb", "03_qat.ipynb", "04_hub.ipynb"} <= {p.name for p in NOTEBOOKS}
+    assert {"01_quickstart.ipynb", "02_tuning.ipynb", "03_qat.ipynb", "04_hub.ipynb", "05_tasks.ipynb"} <= {
+        p.name for p in NOTEBOOKS}
 
 
 @pytest.mark.parametrize("path", _params())
