@@ -172,7 +172,6 @@ def _hub_license(repo_id: str, revision: str | None, token: str | None) -> str |
 def _metadata(report: dict[str, Any], repo_id: str, base_model: str | None, license: str | None) -> str:
     from huggingface_hub import EvalResult, ModelCardData
 
-    model = report.get("model", {})
     task = _task(report)
     cfg = report.get("quantization", {}).get("config", {})
     evaluation = report.get("evaluation", {})

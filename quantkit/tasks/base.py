@@ -166,6 +166,17 @@ class Task:
     def _texts(rows: Any, column: str) -> list[str]:
         return [str(t) if t is not None else "" for t in rows[column]]
 
+    def _tokenize_chunks(self, tokenizer: Any, texts: Sequence[list[str]], max_length: int,
+                         chunk: int = 1024) -> dict[str, np.ndarray]:
+        """Tokenize parallel text lists (one, or two for pairs) in chunks into padded int64 model inputs."""
+        pieces: dict[str, list[np.ndarray]] = {}
+        for start in range(0, len(texts[0]), chunk):
+            enc = self._tokenize(tokenizer, *(t[start: start + chunk] for t in texts), max_length=max_length)
+            for name in self.model_inputs(tokenizer):
+                if name in enc:
+                    pieces.setdefault(name, []).append(np.asarray(enc[name]).astype(np.int64))
+        return {k: np.concatenate(v) for k, v in pieces.items()}
+
     @staticmethod
     def _dataset(key: str, enc: dict[str, Any], names: Sequence[str], labels: Any, tokenizer: Any, padding: str,
                  meta: dict[str, Any] | None = None, examples: Any = None) -> TextDataset:
@@ -208,12 +219,17 @@ class Task:
             raise EvaluationError(self.check_metric(metric) or metric)
         if not info.needs_labels:
             return self.agreement(predictions if reference is None else reference, predictions)
-        if data.labels is None:
-            raise EvaluationError(f"metric {metric!r} needs labels but {data.name} has none")
         return self._compute(metric, predictions, data, average)
 
     def _compute(self, metric: str, predictions: Any, data: TextDataset, average: str) -> float:
+        """A labelled metric (the task reads its references from ``data``, see :meth:`_references`)."""
         raise NotImplementedError
+
+    @staticmethod
+    def _references(data: TextDataset, metric: str, what: Any) -> Any:
+        if what is None:
+            raise EvaluationError(f"metric {metric!r} needs references (label_column) but {data.name} has none")
+        return what
 
     def agreement(self, reference: Any, predictions: Any) -> float:
         """Label-free agreement of ``predictions`` with ``reference`` (FP32): 1.0 = identical behaviour."""

@@ -136,13 +136,7 @@ class FeatureExtraction(Task):
     def encode(self, rows: Any, tokenizer: Any, columns: Columns, *, key: str, max_length: int, padding: str,
                labelled: bool = True) -> TextDataset:
         texts = [t for c in columns.text for t in self._texts(rows, c)]  # pairs: all first sentences, then seconds
-        pieces: dict[str, list[np.ndarray]] = {}
-        for start in range(0, len(texts), 1024):
-            enc = self._tokenize(tokenizer, texts[start: start + 1024], max_length=max_length)
-            for name in self.model_inputs(tokenizer):
-                if name in enc:
-                    pieces.setdefault(name, []).append(np.asarray(enc[name]).astype(np.int64))
-        enc = {k: np.concatenate(v) for k, v in pieces.items()}
+        enc = self._tokenize_chunks(tokenizer, [texts], max_length)
         labels = None
         if labelled and columns.label is not None:
             if len(columns.text) != 2:
@@ -165,13 +159,7 @@ class FeatureExtraction(Task):
             mask = np.ones(hidden.shape[:2], dtype=np.int64)
         return pool(hidden, mask, self.pooling, self.normalize)
 
-    def compute(self, metric: str, predictions: Any, data: TextDataset, *, average: str = "binary",
-                reference: Any = None) -> float:
-        info = self.metrics.get(metric)
-        if info is None:
-            raise EvaluationError(self.check_metric(metric) or metric)
-        if not info.needs_labels:
-            return self.agreement(predictions if reference is None else reference, predictions)
+    def _compute(self, metric: str, predictions: Any, data: TextDataset, average: str) -> float:
         examples = data.examples or {}
         scores, n = examples.get("scores"), int(examples.get("pairs") or 0)
         if scores is None or not n:

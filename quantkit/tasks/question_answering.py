@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..data import TextDataset
-from ..errors import DataError, EvaluationError
+from ..errors import DataError
 from ..metrics import normalize_answer, squad_scores
 from .base import Columns, MetricInfo, RowProblem, Task
 
@@ -152,16 +152,8 @@ class QuestionAnswering(Task):
 
         return np.concatenate([pad(outputs["start_logits"]), pad(outputs["end_logits"])], axis=-1)
 
-    def compute(self, metric: str, predictions: Any, data: TextDataset, *, average: str = "binary",
-                reference: Any = None) -> float:
-        info = self.metrics.get(metric)
-        if info is None:
-            raise EvaluationError(self.check_metric(metric) or metric)
-        if not info.needs_labels:
-            return self.agreement(predictions if reference is None else reference, predictions)
-        golds = (data.examples or {}).get("answers")
-        if golds is None:
-            raise EvaluationError(f"metric {metric!r} needs answers in {data.name}")
+    def _compute(self, metric: str, predictions: Any, data: TextDataset, average: str) -> float:
+        golds = self._references(data, metric, (data.examples or {}).get("answers"))
         return squad_scores(predictions, golds)[metric]
 
     def agreement(self, reference: Any, predictions: Any) -> float:

@@ -104,15 +104,7 @@ class TextClassification(Task):
 
     def encode(self, rows: Any, tokenizer: Any, columns: Columns, *, key: str, max_length: int, padding: str,
                labelled: bool = True) -> TextDataset:
-        pieces: dict[str, list[np.ndarray]] = {}
-        for start in range(0, len(rows), 1024):
-            chunk = rows[start: start + 1024]
-            texts = [self._texts(chunk, c) for c in columns.text]
-            enc = self._tokenize(tokenizer, *texts, max_length=max_length)
-            for name in self.model_inputs(tokenizer):
-                if name in enc:
-                    pieces.setdefault(name, []).append(np.asarray(enc[name]).astype(np.int64))
-        enc = {k: np.concatenate(v) for k, v in pieces.items()}
+        enc = self._tokenize_chunks(tokenizer, [self._texts(rows, c) for c in columns.text], max_length)
         labels = None
         if labelled and columns.label is not None:
             cfg = self.model_config
@@ -125,7 +117,8 @@ class TextClassification(Task):
         return to_predictions(outputs["logits"], self.regression)
 
     def _compute(self, metric: str, predictions: Any, data: TextDataset, average: str) -> float:
-        return compute_metric(metric, np.asarray(predictions), np.asarray(data.labels), average=average)
+        labels = self._references(data, metric, data.labels)
+        return compute_metric(metric, np.asarray(predictions), np.asarray(labels), average=average)
 
     def agreement(self, reference: Any, predictions: Any) -> float:
         ref, got = np.asarray(reference), np.asarray(predictions)

@@ -141,9 +141,10 @@ class TokenClassification(Task):
         return [tags for part in parts for tags in part]
 
     def _compute(self, metric: str, predictions: Any, data: TextDataset, average: str) -> float:
+        labels = self._references(data, metric, data.labels)
         if metric == "accuracy":
-            return token_accuracy(data.labels, predictions)
-        return float(entity_scores(data.labels, predictions, strict=self.strict)[metric])
+            return token_accuracy(labels, predictions)
+        return float(entity_scores(labels, predictions, strict=self.strict)[metric])
 
     def agreement(self, reference: Any, predictions: Any) -> float:
         return token_accuracy(reference, predictions)
