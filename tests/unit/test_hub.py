@@ -500,3 +500,42 @@ def test_malformed_answer_in_cli_push_is_not_unexpected(hub, artifact):
     out = runner.invoke(app, ["push", str(artifact), "--repo-id", REPO])
     assert out.exit_code == 1, out.output
     assert "unexpected TypeError" not in out.output and "Hub" in out.output
+
+
+# --------------------------------------------------------------------------- other tasks
+def test_push_a_tagger_and_a_sentence_encoder_and_load_them_back(hub, tiny_task_models, tiny_task_data, tmp_path):
+    """Every task's artifact publishes with its own card (pipeline tag, metric, ORTModel class) and loads
+    back from the repo id with that class, giving the local folder's outputs."""
+    import optimum.onnxruntime as ortm
+    from huggingface_hub import ModelCard
+    from transformers import AutoTokenizer
+
+    from quantkit.tasks import get_task
+
+    for task, extra, metric in (("token-classification", "", "f1"),
+                                ("feature-extraction", "text_columns: [sentence1, sentence2], label_column: score, ",
+                                 "spearman")):
+        spec = write_spec(tmp_path / task / "spec.yaml", f"""
+spec_version: 1
+model: {{name_or_path: {tiny_task_models[task]}}}
+quantization: {{approach: dynamic}}
+data:
+  evaluation: {{{extra}path: {tiny_task_data[task]}}}
+  max_length: 32
+evaluation:
+  latency: {{batch_size: 2, sequence_length: 16, warmup: 1, repeats: 3, rounds: 1}}
+output: {{dir: artifacts}}
+""")
+        result = Quantizer.from_pretrained(tiny_task_models[task]).quantize(spec, progress=False)
+        repo = f"quantkit-tests/tiny-{task}"
+        push_artifact(result.output_dir, repo)
+        card = ModelCard.load(repo)
+        assert card.data.pipeline_tag == get_task(task).pipeline_tag
+        assert card.data.eval_results[0].metric_type == metric
+        assert get_task(task).ort_model in card.text
+        cls = getattr(ortm, get_task(task).ort_model)
+        cache = tmp_path / task / "cache"
+        remote, local = cls.from_pretrained(repo, cache_dir=cache), cls.from_pretrained(result.output_dir)
+        enc = dict(AutoTokenizer.from_pretrained(repo, cache_dir=cache)(TEXTS, padding=True, return_tensors="np"))
+        name = get_task(task).output_names[0]
+        np.testing.assert_array_equal(np.asarray(remote(**enc)[name]), np.asarray(local(**enc)[name]))
