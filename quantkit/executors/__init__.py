@@ -8,7 +8,8 @@ default) or ``ray`` (a Ray cluster, the optional ``quantkit[ray]`` extra, import
 
 from __future__ import annotations
 
-from .base import EXECUTORS, Executor, JobResult, LocalExecutor, TrialJob, cpu_signature, make_executor, node_hardware
+from .base import (EXECUTORS, Executor, JobResult, LocalExecutor, TrialJob, cpu_signature, make_executor, node_hardware,
+                   use_executor)
 from .spec import EXECUTOR_TYPES, ExecutorSpec, ShardExecutorSpec
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "make_executor",
     "node_hardware",
     "ray_missing",
+    "use_executor",
 ]
 
 
