@@ -17,6 +17,8 @@ if ! "$VPY" -c "import torch, sys; sys.exit(0 if torch.__version__ == '2.13.0+cp
   "${PIP[@]}" install -q "${FIND_LINKS[@]}" "torch==2.13.0"
 fi
 "${PIP[@]}" install -q "${FIND_LINKS[@]}" -c constraints.txt -e ".[dev]"
+# The ray extra (issue #17: trials and evaluation shards on a Ray cluster; CPU-only Ray, checked below).
+"${PIP[@]}" install -q "${FIND_LINKS[@]}" -c constraints.txt -e ".[ray]"
 
 # Guard: CPU torch 2.13.0 exactly, and no CUDA wheels anywhere in the environment.
 "$VPY" - <<'PY'
