@@ -33,6 +33,10 @@ if torch.__version__ != "2.13.0+cpu":
 cuda = sorted(d.metadata["Name"] for d in metadata.distributions() if d.metadata["Name"].lower().startswith("nvidia"))
 if cuda:
     problems.append("CUDA packages installed: " + ", ".join(cuda))
+try:  # the ray extra: CI runs the Ray executor tests (tests/unit/test_ray.py)
+    import ray  # noqa: F401
+except ImportError as exc:
+    problems.append(f"the ray extra is not importable ({exc})")
 if problems:
     sys.exit("setup check failed: " + "; ".join(problems))
 print(f"environment ok: torch {torch.__version__}, no nvidia-* packages")
