@@ -105,8 +105,8 @@ class RayExecutor(Executor):
         logger.info("ray executor: %s CPUs in the cluster, %d trial(s) at once with %s CPU(s) each", cpus,
                     self.parallel_trials, self.cpus_per_trial)
         if cpus < self.cpus_per_trial:
-            raise ExecutorError(f"the Ray cluster has {cpus:g} CPUs; tuning.executor.cpus_per_trial is "
-                                f"{self.cpus_per_trial:g}", hint="lower cpus_per_trial or add nodes")
+            logger.warning("the Ray cluster has %g CPUs now and each task asks for %g: tasks wait until a node "
+                           "with enough CPUs joins", cpus, self.cpus_per_trial)
         return self
 
     def close(self) -> None:
@@ -174,6 +174,10 @@ class RayExecutor(Executor):
                 continue
             except ray.exceptions.RayTaskError as exc:  # the task's own code raised outside the runner
                 results[i] = JobResult(error=getattr(exc, "cause", None) or exc, attempts=attempt)
+                continue
+            except ray.exceptions.RayError as exc:  # cancelled, runtime env, ...: this trial fails, the search goes on
+                results[i] = JobResult(error=ExecutorError(f"Ray could not run the trial: {type(exc).__name__}: "
+                                                           f"{exc}"), attempts=attempt)
                 continue
             if value["quantkit"] != __version__:
                 raise ExecutorError(f"the worker at {value['hardware']['node']} runs quantkit {value['quantkit']}, "
