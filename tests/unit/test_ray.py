@@ -24,16 +24,24 @@ ray = pytest.importorskip("ray", reason="the ray executor needs the quantkit[ray
 
 
 @pytest.fixture(scope="module", autouse=True)
-def ray_cluster():
-    """A 2-CPU local Ray instance for the module; workers import this module's runners by value."""
+def ray_cluster(tmp_path_factory):
+    """A 2-CPU local Ray instance for the module (its workers inherit this environment: their node-local
+    graph cache goes to a temp folder); workers import the scripted runners of test_executors by value."""
     import test_executors
 
     ray.cloudpickle.register_pickle_by_value(test_executors)
+    saved = os.environ.get("QUANTKIT_RAY_CACHE")
+    cache = tmp_path_factory.mktemp("ray-cache")
+    os.environ["QUANTKIT_RAY_CACHE"] = str(cache)
     ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
     try:
-        yield
+        yield cache
     finally:
         ray.shutdown()
+        if saved is None:
+            os.environ.pop("QUANTKIT_RAY_CACHE", None)
+        else:
+            os.environ["QUANTKIT_RAY_CACHE"] = saved
 
 
 def ray_executor(parallel: int, cpus: float = 1.0):
@@ -126,7 +134,8 @@ output: {{dir: out}}
 """)
 
 
-def test_real_tiny_model_search_with_two_parallel_trials_then_resumed_locally(tune_spec, tmp_path, tiny_model_dir):
+def test_real_tiny_model_search_with_two_parallel_trials_then_resumed_locally(tune_spec, tmp_path, tiny_model_dir,
+                                                                               ray_cluster):
     from typer.testing import CliRunner
 
     from quantkit import Quantizer
@@ -143,6 +152,8 @@ def test_real_tiny_model_search_with_two_parallel_trials_then_resumed_locally(tu
         assert t["hardware"]["timed_on"]["model"] == cpu_info().model
         assert t["hardware"]["scored_on"]["features"] == list(cpu_info().features)
     chosen = tuning["chosen_config"]
+    shipped = [p for p in (ray_cluster / "quantkit-ray").iterdir() if not p.name.startswith("work-")]
+    assert shipped and all((p / "model.onnx").is_file() for p in shipped)  # the graphs, written once per node
     assert result.quantized.value >= result.fp32.value - 0.5 and result.model_path.is_file()
     # the same search again with the local executor: every trial comes from the store
     again = CliRunner().invoke(app, ["tune", "--config", str(tune_spec), "--executor", "local", "--no-progress",
