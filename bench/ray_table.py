@@ -1,7 +1,7 @@
 """The reference tune recipe on the local executor vs a 2-node Ray cluster on this machine (issue #17).
 
     .venv/bin/python bench/ray_table.py [--recipe recipes/minilm-spam-tune.yaml]
-        [--model ../shared/models/minilm-spam] [--parallel 2] [--port 6390]
+        [--model ../shared/models/minilm-spam] [--parallel 2] [--port 6390] [--keep]
 
 First the recipe runs with ``tuning.executor.type: local`` (nothing else running). Then two ``ray start
 --block`` processes with 1 CPU each form a cluster on 127.0.0.1 (the head and one joining node; Ray
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -94,14 +95,17 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=REPO.parent / "shared" / "models" / "minilm-spam")
     parser.add_argument("--parallel", type=int, default=2, help="tuning.executor.parallel_trials on Ray")
     parser.add_argument("--port", type=int, default=None, help="the head's GCS port (default: a free one)")
+    parser.add_argument("--keep", action="store_true", help="keep the outputs, trial stores and Ray logs")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # before Ray is imported (it reads them then): the cluster below uses Ray's token authentication
+    os.environ.update(RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="token")
     try:
         import ray
     except ImportError:
         sys.exit("bench/ray_table.py needs Ray: pip install -e '.[ray]'")
 
-    console = Console()
+    console = Console(width=150)
     cpu = cpu_info()
     console.print(f"CPU: {cpu.model} ({detect_target(cpu)}, {cpu.physical_cores} physical / {cpu.logical_cores} "
                   f"logical cores); recipe {args.recipe.name}, model {args.model}")
@@ -114,8 +118,7 @@ def main() -> None:
     results["local"] = run(local, args.model, work / "local")
 
     port = args.port or free_port()
-    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="token")
-    os.environ.update(RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="token")
+    env = dict(os.environ)
     procs: list[subprocess.Popen] = []
     try:
         procs.append(start_node(["--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=1",
@@ -150,7 +153,10 @@ def main() -> None:
     console.print(table)
     hashes = {r.get("chosen_hash") for r in results.values()}
     console.print(f"same chosen config on both: {'yes' if len(hashes) == 1 else 'no (latency decided within noise?)'}")
-    console.print(f"outputs and logs: {work}")
+    if args.keep:
+        console.print(f"outputs, trial stores and logs: {work}")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
