@@ -135,9 +135,7 @@ class LocalExecutor(Executor):
             start = time.perf_counter()
             try:
                 outcome = runner.run(job.config, job.hint)
-            except BaseException as exc:  # noqa: BLE001 - recorded in the result; the search decides
-                if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-                    raise
+            except Exception as exc:  # noqa: BLE001 - recorded in the result; the search decides
                 results.append(JobResult(error=exc, hardware={"scored_on": here, "timed_on": here},
                                          duration_s=time.perf_counter() - start))
                 continue
