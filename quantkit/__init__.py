@@ -17,6 +17,8 @@ from .errors import (
     BenchmarkError,
     DataError,
     EvaluationError,
+    ExecutorError,
+    ExecutorUnavailableError,
     ExportError,
     ExportValidationError,
     HubAuthError,
@@ -30,6 +32,7 @@ from .errors import (
     QuantkitError,
     RegistryError,
     SpecError,
+    TimingMismatchError,
     ToleranceNotMetError,
 )
 
@@ -70,6 +73,9 @@ __all__ = [
     "HubRepoIdError",
     "BenchmarkError",
     "PreflightError",
+    "ExecutorError",
+    "ExecutorUnavailableError",
+    "TimingMismatchError",
     "run_checks",
 ]
 

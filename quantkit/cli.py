@@ -167,11 +167,13 @@ _ResetTrialsOpt = Annotated[bool, typer.Option(
 
 
 def _run(config: Path, model: str | None, output: Path | None, overwrite: bool, progress: bool, tune: bool,
-         check: bool = True, reset_trials: bool = False) -> None:
+         check: bool = True, reset_trials: bool = False, executor: str | None = None) -> None:
     try:
         from .quantizer import Quantizer
 
         spec = _load(config, model)
+        if executor is not None:  # --executor: where trials (and evaluation shards) run
+            spec = spec.with_overrides(**{"tuning.executor.type": executor, "evaluation.executor.type": executor})
         if reset_trials:
             _reset_trials(output if output is not None else spec.output.dir)
         if check:  # before loading the weights: a bad spec fails in seconds, with every problem listed
@@ -229,14 +231,20 @@ def tune(
     progress: _ProgressOpt = True,
     no_check: _NoCheckOpt = False,
     reset_trials: _ResetTrialsOpt = False,
+    executor: Annotated[str | None, typer.Option(
+        "--executor", help="Where trials run: local (this process) or ray (the Ray cluster at "
+        "tuning.executor.address / RAY_ADDRESS; needs the ray extra). Sets tuning.executor.type and "
+        "evaluation.executor.type.")] = None,
 ) -> None:
     """Search for the fastest quantized model within the accuracy tolerance (the spec's `tuning:` section).
 
-    Finished trials are kept beside the output folder: rerunning the same command resumes.
+    Finished trials are kept beside the output folder: rerunning the same command resumes (with
+    either executor: a run started on Ray can finish locally and vice versa).
     Exit code 3 when no candidate is within tolerance (the closest one is saved anyway).
     The pre-flight checks (`quantkit check`) run first unless --no-check.
     """
-    _run(config, model, output, overwrite, progress, tune=True, check=not no_check, reset_trials=reset_trials)
+    _run(config, model, output, overwrite, progress, tune=True, check=not no_check, reset_trials=reset_trials,
+         executor=executor)
 
 
 # --------------------------------------------------------------------------- check

@@ -34,6 +34,9 @@ __all__ = [
     "HubRepoIdError",
     "BenchmarkError",
     "PreflightError",
+    "ExecutorError",
+    "ExecutorUnavailableError",
+    "TimingMismatchError",
 ]
 
 
@@ -270,3 +273,23 @@ class PreflightError(QuantkitError, ValueError):
     @property
     def errors(self) -> list[object]:
         return [p for p in self.problems if getattr(p, "severity", "error") == "error"]
+
+
+class ExecutorError(QuantkitError, RuntimeError):
+    """Trials or evaluation shards could not run on the executor (a Ray cluster unreachable, a worker
+    that cannot import quantkit, ...)."""
+
+    title = "executor failed"
+
+
+class ExecutorUnavailableError(ExecutorError, ImportError):
+    """An executor was asked for whose optional dependency is not installed (``ray``: ``quantkit[ray]``)."""
+
+    exit_code = 2
+    title = "executor not available"
+
+
+class TimingMismatchError(ExecutorError):
+    """Latencies measured on different CPU types were about to be compared (the search refuses)."""
+
+    title = "latencies from different CPUs"

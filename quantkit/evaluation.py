@@ -81,6 +81,13 @@ class OnnxRunner:
     def run(self, data: TextDataset, batch_size: int, task: Any, *, progress: Any | None = None,
             raw: bool = False) -> Predictions:
         """``task``'s predictions on ``data`` (and with ``raw``, its primary output padded to ``data.max_length``)."""
+        parts, raws = self.run_parts(data, batch_size, task, progress=progress, raw=raw)
+        return Predictions(task.collect(parts, data), np.concatenate(raws) if raws else None)
+
+    def run_parts(self, data: TextDataset, batch_size: int, task: Any, *, progress: Any | None = None,
+                  raw: bool = False) -> tuple[list[Any], list[np.ndarray]]:
+        """``task.predict_batch`` of every batch, not yet collected (an evaluation shard's share), and with
+        ``raw`` the padded primary outputs."""
         missing = [n for n in task.output_names if n not in self.output_names]
         if missing:
             raise EvaluationError(f"the ONNX model has outputs {self.output_names}; {task.name} needs {missing}")
@@ -93,7 +100,7 @@ class OnnxRunner:
                 raws.append(task.raw_output(outs, data.max_length))
             if progress is not None:
                 progress.update(len(next(iter(feeds.values()))))
-        return Predictions(task.collect(parts, data), np.concatenate(raws) if raws else None)
+        return parts, raws
 
 
 @dataclass
@@ -276,12 +283,13 @@ def evaluate_model(
         from .tasks import task_for
 
         task = task_for("text-classification")
+    from .executors.shards import predict
+
     metric = spec.metric or task.default_metric()
-    runner = OnnxRunner(path, spec.latency.threads)
     start = time.perf_counter()
     bar = progress(len(data), f"evaluating {label}") if progress else None
     try:
-        predictions = runner.run(data, spec.batch_size, task, progress=bar).values
+        predictions = predict(path, data, spec, task, threads=spec.latency.threads, progress=bar)
     finally:
         if bar is not None:
             bar.close()

@@ -10,6 +10,8 @@ import platform
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -243,9 +245,12 @@ class Quantizer:
         """
         spec, target, overwrite, factory = self._prepare(spec, output_dir, overwrite, progress, check)
         with output_lock(target):  # one run per output folder; cleans what a killed run left
-            if spec.tuning is not None:
-                return self._push_if_asked(spec, self._tune(spec, target, overwrite, factory, None))
-            return self._push_if_asked(spec, self._run(spec, target, overwrite, factory))
+            with self._shard_executor(spec):  # every evaluation of the run shares one cluster connection
+                if spec.tuning is not None:
+                    result = self._tune(spec, target, overwrite, factory, None)
+                else:
+                    result = self._run(spec, target, overwrite, factory)
+            return self._push_if_asked(spec, result)
 
     def tune(
         self,
@@ -268,7 +273,9 @@ class Quantizer:
         if spec.tuning is None:
             spec = spec.with_overrides(tuning={})
         with output_lock(target):  # one run per output folder; cleans what a killed run left
-            return self._push_if_asked(spec, self._tune(spec, target, overwrite, factory, on_trial))
+            with self._shard_executor(spec):  # every evaluation of the run shares one cluster connection
+                result = self._tune(spec, target, overwrite, factory, on_trial)
+            return self._push_if_asked(spec, result)
 
     @staticmethod
     def _push_if_asked(spec: QuantizationSpec, result: QuantizationResult) -> QuantizationResult:
@@ -574,17 +581,22 @@ class Quantizer:
         candidates = expand_space(spec.quantization, tuning.space, optimize=spec.export.optimize)
         logger.info("search space: %d candidate(s); strategy %s, objective %s", len(candidates),
                     tuning.strategy, tuning.objective)
-        with TrialStore(state / "trials.db") as store:
+        from .executors import make_executor
+
+        with make_executor(tuning.executor) as executor, TrialStore(state / "trials.db") as store:
             ctx = SearchContext(
                 runner, tolerance, store, self._run_key(spec), objective=tuning.objective,
                 max_trials=tuning.max_trials, timeout=tuning.timeout, prune=tuning.prune, on_trial=report_trial,
+                executor=executor,
             )
             outcome = run_search(
                 tuning.strategy, ctx, candidates,
                 max_nodes=tuning.fallback.max_nodes, fallback_candidates=tuning.fallback.candidates,
             )
+            described = executor.describe()
         timings["search_s"] = round(time.perf_counter() - t, 3)
         summary = tuning_summary(outcome, tolerance, tuning.strategy, tuning.objective, base)
+        summary["executor"] = described
         summary["space_size"] = len(candidates)
         summary["latency_decision"] = outcome.latency_decision
         picked = outcome.chosen or outcome.closest
@@ -617,6 +629,18 @@ class Quantizer:
         shutil.rmtree(state / "trials", ignore_errors=True)  # trial models; trials.db stays for resume
         return result
 
+    @staticmethod
+    @contextmanager
+    def _shard_executor(spec: QuantizationSpec) -> Iterator[None]:
+        """With ``evaluation.shards``: its executor, opened once for the whole run."""
+        from .executors import use_executor
+
+        if (spec.evaluation.shards or 1) <= 1:
+            yield
+            return
+        with use_executor(spec.evaluation.executor):
+            yield
+
     def _run_key(self, spec: QuantizationSpec) -> str:
         """Fingerprint of everything a trial's numbers depend on, besides its own config."""
         files: dict[str, Any] = {}
@@ -638,7 +662,8 @@ class Quantizer:
             "files": files,
             "data": spec.data.model_dump(mode="json"),
             "export": spec.export.model_dump(mode="json"),
-            "evaluation": spec.evaluation.model_dump(mode="json"),
+            # where the work runs (executors, shards) never changes a trial's numbers: not in the key
+            "evaluation": spec.evaluation.model_dump(mode="json", exclude={"executor", "shards"}),
             "latency": tuning.latency.model_dump(mode="json") if tuning and tuning.latency else None,
             "threads": default_threads(),
         }

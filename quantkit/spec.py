@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import SpecError, SpecIssue
+from .executors.spec import ExecutorSpec, ShardExecutorSpec
 from .tasks.options import TaskOptionsSpec
 
 __all__ = [
@@ -406,6 +407,9 @@ class EvaluationSpec(_Spec):
         description="A batch x sequence grid over which the quantized model is checked against FP32 (prediction "
         "agreement, max logit difference, batch invariance) and timed; off when null.",
     )
+    shards: int | None = Field(None, ge=1, le=4096, description="Split the evaluation set into this many shards "
+                               "(whole batches), each scored by one worker of `executor`; same metric as unsharded.")
+    executor: ShardExecutorSpec = Field(default_factory=ShardExecutorSpec, description="Where the shards run.")
 
     @property
     def higher_is_better(self) -> bool:
@@ -511,6 +515,8 @@ class TuningSpec(_Spec):
     )
     latency: LatencySpec | None = Field(None, description="Latency measurement for trials (default: evaluation.latency).")
     fallback: FallbackSpec = Field(default_factory=FallbackSpec)
+    executor: ExecutorSpec = Field(default_factory=ExecutorSpec, description="Where trials run (`quantkit tune "
+                                   "--executor`); trial keys do not depend on it: a run resumes on either.")
 
     @field_validator("space")
     @classmethod

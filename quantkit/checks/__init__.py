@@ -10,7 +10,7 @@ dataset files, tokenizing a few rows and timing one small ONNX Runtime MatMul.
 >>> report = run_checks("recipes/minilm-spam-dynamic.yaml")   # doctest: +SKIP
 >>> report.ok, [str(p) for p in report.problems]              # doctest: +SKIP
 
-Checks live in one module per stage (files, model, dataset, shapes, cost) and register with
+Checks live in one module per stage (files, model, dataset, shapes, cost; executors, state) and register with
 ``@check(name, stage=...)``.
 """
 
@@ -28,6 +28,7 @@ from ..spec import QuantizationSpec, load_spec
 from . import cost as _cost  # noqa: F401  (each stage module registers its checks)
 from . import hostile as _hostile  # noqa: F401
 from . import dataset as _dataset  # noqa: F401
+from . import executors as _executors  # noqa: F401
 from . import files as _files  # noqa: F401
 from . import model as _model  # noqa: F401
 from . import shapes as _shapes  # noqa: F401

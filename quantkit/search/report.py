@@ -55,6 +55,7 @@ def trial_rows(trials: list[Trial], base: dict[str, Any] | None = None) -> list[
             "note": t.note,
             "error": t.error,
             "config_hash": t.config_hash,
+            "hardware": t.hardware,
         }
         for t in trials
     ]

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,12 @@ class OnnxTrialRunner:
         self.metric_name = spec.evaluation.metric or task.default_metric(evaluation.labels is not None)
         self.needs_labels = task.metrics[self.metric_name].needs_labels
         self.fp32_predictions: Any = None
+        #: ONNX Runtime threads when scoring (a cluster worker uses its ``cpus_per_trial``).
+        self.score_threads: int | None = self.latency.threads
+        #: On a worker: every source graph was shipped (a missing one is an error, never a silent FP32).
+        self.remote_only = False
+        self._worker: Any = None
+        self._worker_keys: dict[str, QuantizationConfig] = {}
 
     # ------------------------------------------------------------------ helpers
     def _references(self) -> Any:
@@ -77,8 +84,7 @@ class OnnxTrialRunner:
         if self.needs_labels:
             return self.evaluation.labels
         if self.fp32_predictions is None:
-            runner = OnnxRunner(self.fp32.path, self.latency.threads)
-            self.fp32_predictions = runner.run(self.evaluation, self.spec.evaluation.batch_size, self.task).values
+            self.fp32_predictions = self._predict(self.fp32.path, self.evaluation)
         return self.fp32_predictions
 
     def _timer(self) -> Timer:
@@ -98,9 +104,17 @@ class OnnxTrialRunner:
         paths = {config_hash(c): self.quantize(c) for c in configs}
         return self._time(paths, done_when_ranked(list(paths)))
 
-    def _score(self, path: Path, hint: PruneHint) -> tuple[float | None, str | None]:
+    def _predict(self, path: Path, data: TextDataset) -> Any:
+        """The task's predictions of ``path`` on ``data`` (sharded when ``evaluation.shards`` says so)."""
+        from ..executors.shards import predict
+
+        return predict(path, data, self.spec.evaluation, self.task, threads=self.score_threads)
+
+    def score(self, path: Path, hint: PruneHint) -> tuple[float | None, str | None]:
         """The metric on the evaluation set; (None, reason) when it provably cannot reach the hint."""
-        runner = OnnxRunner(path, self.latency.threads)
+        return self._score(path, hint)
+
+    def _score(self, path: Path, hint: PruneHint) -> tuple[float | None, str | None]:
         references = self._references()
         task, metric, bs = self.task, self.metric_name, self.spec.evaluation.batch_size
         average = self.spec.evaluation.average
@@ -108,9 +122,10 @@ class OnnxTrialRunner:
         can_prune = (hint.required_metric is not None and hint.higher_is_better and task.chunkable
                      and references is not None and task.hits(metric, references[:1], references[:1]) is not None)
         if not can_prune:
-            predictions = runner.run(self.evaluation, bs, task).values
+            predictions = self._predict(path, self.evaluation)
             return task.compute(metric, predictions, self.evaluation, average=average,
                                 reference=self.fp32_predictions), None
+        runner = OnnxRunner(path, self.score_threads)
         preds: list[Any] = []
         hits = 0
         for start in range(0, n, _CHUNK):
@@ -138,12 +153,50 @@ class OnnxTrialRunner:
     def source(self, config: QuantizationConfig) -> tuple[ExportedModel, dict[str, Any]]:
         """The FP32 graph ``config`` is quantized from: the export, optimized at the candidate's level."""
         level = getattr(config, "optimize", None) or self.spec.export.optimize
+        key = self.source_key(config)
+        if key in self.optimized:
+            return self.optimized[key]
+        if self.remote_only:
+            raise RuntimeError(f"the source graph {key!r} was not shipped to this worker")
         if self.optimizer is None:
             return self.fp32, {"level": "none", "requested": level}
-        key = f"{level}:{config.approach}:{config.backend}"
         if key not in self.optimized:
             self.optimized[key] = self.optimizer(level, config)
         return self.optimized[key]
+
+    def source_key(self, config: QuantizationConfig) -> str:
+        level = getattr(config, "optimize", None) or self.spec.export.optimize
+        return f"{level}:{config.approach}:{config.backend}"
+
+    # ------------------------------------------------------------------ split trials (cluster executors)
+    def for_workers(self, configs: list[QuantizationConfig], threads: int = 1) -> Any:
+        """What a cluster's workers need to run :meth:`run_remote`-style trials of ``configs`` (and of the
+        ones shipped before): built on the driver (FP32 references, optimized graphs), then reused until a
+        config needs a source graph not shipped yet."""
+        from .remote import WorkerTrialRunner
+
+        new = {self.source_key(c): c for c in configs if self.source_key(c) not in self._worker_keys}
+        if self._worker is None or new or self._worker.threads != threads:
+            self._references()
+            self._worker_keys.update(new)
+            self._worker = WorkerTrialRunner.from_runner(self, dict(self._worker_keys), threads)
+        return self._worker
+
+    def finish_remote(self, config: QuantizationConfig, hint: PruneHint, scored: Any) -> TrialOutcome:
+        """The driver's half of a trial scored on a worker: keep its model where :meth:`quantize` finds it,
+        then time it here as :meth:`run` does (interleaved with FP32 and the best so far)."""
+        from .remote import write_files
+
+        path = self.model_path(config)
+        if not path.is_file():
+            shutil.rmtree(path.parent, ignore_errors=True)
+            write_files(path.parent, scored.files)
+        if scored.status != "ok":
+            return TrialOutcome("pruned", None, None, scored.size_bytes, str(path), note=scored.note)
+        latency, note, slower = self._time_trial(path, hint)
+        if slower:
+            return TrialOutcome("pruned", None, latency, scored.size_bytes, str(path), note=note)
+        return TrialOutcome("ok", scored.metric, latency, scored.size_bytes, str(path), note=note)
 
     def quantize(self, config: QuantizationConfig) -> Path:
         path = self.model_path(config)

@@ -89,7 +89,8 @@ def reset_trial_store(path: str | Path) -> Path | None:
         for table, values in rows.items():
             for row in values:
                 marks = ", ".join("?" * len(row))
-                store._db.execute(f"INSERT OR REPLACE INTO {table} VALUES ({marks})", row)
+                names = f" ({', '.join(_TRIAL_COLUMNS[:len(row)])})" if table == "trials" else ""
+                store._db.execute(f"INSERT OR REPLACE INTO {table}{names} VALUES ({marks})", row)
     logger.warning("trial database %s moved to %s; %d trial(s) recovered into a new one", path, backup,
                    len(rows.get("trials", [])))
     return backup
@@ -103,7 +104,7 @@ def _salvage(path: Path) -> dict[str, list[tuple]]:
     except sqlite3.Error:
         return out
     try:
-        for table, ncols in (("trials", 17), ("baselines", 2)):
+        for table, ncols in (("trials", (17, len(_TRIAL_COLUMNS))), ("baselines", (2,))):
             try:
                 cur = db.execute(f"SELECT * FROM {table}")
                 while True:
@@ -113,13 +114,17 @@ def _salvage(path: Path) -> dict[str, list[tuple]]:
                         break
                     if row is None:
                         break
-                    if len(row) == ncols:
+                    if len(row) in ncols:
                         out[table].append(tuple(row))
             except sqlite3.Error:
                 continue
     finally:
         db.close()
     return out
+
+#: The trials table's columns in order (``hardware`` came later: older databases get it added on open).
+_TRIAL_COLUMNS = ("key", "run", "idx", "origin", "config_hash", "config", "status", "metric", "latency_ms", "size_bytes",
+                  "passed", "loss", "error", "note", "model_path", "started", "duration_s", "hardware")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS trials (
@@ -139,7 +144,8 @@ CREATE TABLE IF NOT EXISTS trials (
     note TEXT,
     model_path TEXT,
     started REAL,
-    duration_s REAL
+    duration_s REAL,
+    hardware TEXT
 );
 CREATE TABLE IF NOT EXISTS baselines (
     run TEXT PRIMARY KEY,
@@ -167,6 +173,8 @@ class Trial:
     model_path: str | None = None
     started: float = field(default_factory=time.time)
     duration_s: float = 0.0
+    #: Where it ran: ``{"scored_on": cpu, "timed_on": cpu}`` (CPU model, ISA flags, host; see quantkit.executors).
+    hardware: dict[str, Any] | None = None
     cached: bool = False  # loaded from the store rather than run now
 
     def to_dict(self) -> dict[str, Any]:
@@ -190,6 +198,9 @@ class TrialStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(trials)")}
+            if "hardware" not in columns:  # a database written before trials recorded their CPU
+                self._db.execute("ALTER TABLE trials ADD COLUMN hardware TEXT")
             self._db.commit()
         except sqlite3.Error as exc:
             self._db.close()
@@ -202,7 +213,7 @@ class TrialStore:
     def get(self, run: str, config_hash: str) -> Trial | None:
         row = self._db.execute(
             "SELECT idx, origin, config_hash, config, status, metric, latency_ms, size_bytes, passed, loss, error, "
-            "note, model_path, started, duration_s FROM trials WHERE run = ? AND config_hash = ?",
+            "note, model_path, started, duration_s, hardware FROM trials WHERE run = ? AND config_hash = ?",
             (run, config_hash),
         ).fetchone()
         if row is None:
@@ -210,7 +221,7 @@ class TrialStore:
         trial = Trial(
             idx=row[0], origin=row[1], config_hash=row[2], config=json.loads(row[3]), status=row[4], metric=row[5],
             latency_ms=row[6], size_bytes=row[7], passed=bool(row[8]), loss=row[9], error=row[10], note=row[11],
-            model_path=row[12], started=row[13], duration_s=row[14],
+            model_path=row[12], started=row[13], duration_s=row[14], hardware=json.loads(row[15]) if row[15] else None,
         )
         trial.cached = True
         return trial
@@ -219,13 +230,14 @@ class TrialStore:
         with self._db:  # one transaction per trial: durable once this returns
             self._db.execute(
                 "INSERT OR REPLACE INTO trials (key, run, idx, origin, config_hash, config, status, metric, "
-                "latency_ms, size_bytes, passed, loss, error, note, model_path, started, duration_s) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "latency_ms, size_bytes, passed, loss, error, note, model_path, started, duration_s, hardware) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     self.key(run, trial.config_hash), run, trial.idx, trial.origin, trial.config_hash,
                     json.dumps(trial.config, sort_keys=True), trial.status, trial.metric, trial.latency_ms,
                     trial.size_bytes, int(trial.passed), trial.loss, trial.error, trial.note, trial.model_path,
                     trial.started, trial.duration_s,
+                    json.dumps(trial.hardware, sort_keys=True) if trial.hardware else None,
                 ),
             )
 

@@ -24,7 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..errors import QuantkitError
+from ..errors import QuantkitError, TimingMismatchError
+from ..executors.base import Executor, JobResult, LocalExecutor, TrialJob, cpu_signature, node_hardware
 from ..registry import Registry
 from ..spec import QuantizationConfig
 from ..timing import MIN_DECISION_ROUNDS, Ranking, Rounds, rank
@@ -120,6 +121,7 @@ class SearchContext:
         prune: bool = True,
         on_trial: Callable[[Trial, "SearchContext"], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        executor: Executor | None = None,
     ) -> None:
         self.runner = runner
         self.tolerance = tolerance
@@ -134,16 +136,29 @@ class SearchContext:
         self.trials: list[Trial] = []
         self.fallback_nodes: list[dict[str, Any]] = []
         self.latency_decision: dict[str, Any] | None = None
+        #: Where trials run (local: this process); ``parallel`` candidates are decided at once.
+        self.executor: Executor = executor or LocalExecutor()
+        self.parallel = max(1, int(self.executor.parallel_trials))
+        #: The CPU every latency of this search is measured on (the driver's): others are never compared.
+        here = node_hardware()
+        self.timing_cpu = cpu_signature(here)
         cached = store.get_baseline(run_key)
+        timed_on = (cached or {}).get("timed_on")
+        if cached is not None and timed_on and cpu_signature(timed_on) != self.timing_cpu:
+            logger.warning("the stored FP32 baseline was timed on %s; measuring it again on %s", timed_on.get("model"),
+                           here["model"])
+            cached = None
         if cached is None:
             measured = runner.baseline()
-            cached = {"metric": measured.metric, "latency_ms": measured.latency_ms, "size_bytes": measured.size_bytes}
+            cached = {"metric": measured.metric, "latency_ms": measured.latency_ms, "size_bytes": measured.size_bytes,
+                      "timed_on": here}
             store.put_baseline(run_key, cached)
-        self.baseline = Measurement(**cached)
+        self.baseline = Measurement(**{k: v for k, v in cached.items() if k != "timed_on"})
 
     # ------------------------------------------------------------------ budget
-    def budget_left(self) -> bool:
-        if len(self.trials) >= self.max_trials:
+    def budget_left(self, pending: int = 0) -> bool:
+        """Whether another trial may start (``pending``: trials of the batch being planned, not told yet)."""
+        if len(self.trials) + pending >= self.max_trials:
             return False
         return self.deadline is None or self.clock() < self.deadline
 
@@ -190,49 +205,107 @@ class SearchContext:
         )
 
     # ------------------------------------------------------------------ trials
+    def prepare(self, candidates: list[QuantizationConfig]) -> None:
+        """Once per search, before any trial: the executor ships what its workers need."""
+        self.executor.prepare(self.runner, candidates)
+
     def evaluate(self, config: QuantizationConfig, origin: str, note: str | None = None) -> Trial | None:
         """Run (or reuse from the store) one candidate; ``None`` when the budget is spent."""
-        h = config_hash(config)
-        for t in self.trials:
-            if t.config_hash == h:
-                return t
-        if not self.budget_left():
-            return None
-        trial = self.store.get(self.run_key, h)
-        if trial is None:
-            trial = self._run(config, h, origin, note)
-            self.store.put(self.run_key, trial)
-        else:
-            logger.info("trial %s reused from %s", h, self.store.path)
-            if trial.status == "ok" and trial.metric is not None:  # the tolerance may have changed since
-                trial.loss = self.tolerance.loss(self.baseline.metric, trial.metric)
-                trial.passed = self.tolerance.passes(self.baseline.metric, trial.metric)
-        self.trials.append(trial)
-        if self.on_trial is not None:
-            self.on_trial(trial, self)
-        return trial
+        return self.evaluate_batch([(config, origin, note)])[0]
 
-    def _run(self, config: QuantizationConfig, h: str, origin: str, note: str | None) -> Trial:
+    def evaluate_batch(self, items: list[tuple[QuantizationConfig, str, str | None]]) -> list[Trial | None]:
+        """Run (or reuse) candidates as one batch: all get the pruning hint of the state before the batch,
+        the executor runs the new ones (concurrently on a cluster), and the results are told — stored,
+        appended, reported — in ``items`` order, whatever order they finished in. ``None`` for each
+        candidate the budget does not reach. A batch of one is the sequential search."""
+        out: list[Trial | None] = [None] * len(items)
+        planned: list[tuple[int, str, QuantizationConfig, str, str | None, Trial | None]] = []
+        batch: dict[str, int] = {}
+        exhausted = False
+        for pos, (config, origin, note) in enumerate(items):
+            h = config_hash(config)
+            known = next((t for t in self.trials if t.config_hash == h), None)
+            if known is not None:
+                out[pos] = known
+                continue
+            if h in batch:
+                continue  # the same candidate twice in one batch: filled in below
+            if exhausted or not self.budget_left(len(planned)):
+                exhausted = True
+                continue
+            stored = self.store.get(self.run_key, h)
+            if stored is not None and not self._comparable(stored):
+                stored = None
+            batch[h] = pos
+            planned.append((pos, h, config, origin, note, stored))
+        to_run = [p for p in planned if p[5] is None]
+        results: list[JobResult] = []
+        if to_run:
+            hint = self.hint()
+            results = self.executor.run_trials(self.runner, [TrialJob(p[2], hint) for p in to_run])
+            if len(results) != len(to_run):
+                raise RuntimeError(f"executor {self.executor.name!r} returned {len(results)} results for "
+                                   f"{len(to_run)} trials")
+        told = iter(results)
+        for pos, h, config, origin, note, stored in planned:
+            if stored is None:
+                trial = self._record(config, h, origin, note, next(told))
+                self.store.put(self.run_key, trial)
+            else:
+                trial = stored
+                logger.info("trial %s reused from %s", h, self.store.path)
+                if trial.status == "ok" and trial.metric is not None:  # the tolerance may have changed since
+                    trial.loss = self.tolerance.loss(self.baseline.metric, trial.metric)
+                    trial.passed = self.tolerance.passes(self.baseline.metric, trial.metric)
+            self.trials.append(trial)
+            out[pos] = trial
+            if self.on_trial is not None:
+                self.on_trial(trial, self)
+        for pos, (config, _, _) in enumerate(items):  # repeats inside the batch
+            if out[pos] is None and config_hash(config) in batch:
+                out[pos] = out[batch[config_hash(config)]]
+        return out
+
+    def _comparable(self, stored: Trial) -> bool:
+        """A stored trial is reused only when its latency was measured on this search's CPU type."""
+        timed_on = (stored.hardware or {}).get("timed_on")
+        if stored.latency_ms is None or not timed_on or cpu_signature(timed_on) == self.timing_cpu:
+            return True
+        logger.warning("trial %s was timed on %s (%s), not on this CPU: running it again here", stored.config_hash,
+                       timed_on.get("model"), timed_on.get("node"))
+        return False
+
+    def _record(self, config: QuantizationConfig, h: str, origin: str, note: str | None, result: JobResult) -> Trial:
+        """The trial a job's result makes (a user error stops everything; any other error is a failed trial)."""
         idx = len(self.trials)
         trial = Trial(idx=idx, origin=origin, config_hash=h, config=config.model_dump(mode="json"), status="ok",
-                      note=note)
-        start = time.perf_counter()
-        try:
-            out = self.runner.run(config, self.hint())
-        except QuantkitError as exc:
-            if exc.exit_code == 2:  # a user error (bad data, missing file): stop everything
-                raise
-            trial.status, trial.error = "failed", str(exc)
-        except Exception as exc:  # noqa: BLE001 - a failed trial is recorded and the search goes on
-            trial.status, trial.error = "failed", f"{type(exc).__name__}: {exc}"
+                      note=note, hardware=result.hardware or None)
+        exc = result.error
+        if exc is not None:
+            if isinstance(exc, QuantkitError) and exc.exit_code == 2:  # a user error (bad data, missing file)
+                raise exc
+            trial.status = "failed"
+            trial.error = str(exc) if isinstance(exc, QuantkitError) else f"{type(exc).__name__}: {exc}"
         else:
+            out: TrialOutcome = result.outcome
             trial.status, trial.metric, trial.latency_ms = out.status, out.metric, out.latency_ms
             trial.size_bytes, trial.model_path = out.size_bytes, out.model_path
             trial.note = "; ".join(x for x in (note, out.note) if x) or None
             if out.status == "ok" and out.metric is not None:
                 trial.loss = self.tolerance.loss(self.baseline.metric, out.metric)
                 trial.passed = self.tolerance.passes(self.baseline.metric, out.metric)
-        trial.duration_s = time.perf_counter() - start
+            timed_on = (result.hardware or {}).get("timed_on")
+            if out.latency_ms is not None and timed_on and cpu_signature(timed_on) != self.timing_cpu:
+                raise TimingMismatchError(
+                    f"trial {idx} was timed on {timed_on.get('model')} ({timed_on.get('node')}) but this search's "
+                    f"latencies are measured on {self.timing_cpu[0]}: latencies from different CPU types are not "
+                    "compared", hint="time candidates on the driver (quantkit's trial runner does) or run the "
+                    "cluster on nodes of one CPU type")
+        extra = result.note or (f"retried after a lost worker ({result.attempts} attempts)" if result.attempts > 1
+                                else None)
+        if extra:
+            trial.note = "; ".join(x for x in (trial.note, extra) if x)
+        trial.duration_s = result.duration_s
         if trial.status == "failed":
             logger.warning("trial %d failed: %s", idx, trial.error)
         return trial
@@ -246,6 +319,7 @@ class Strategy(ABC):
     def search(self, ctx: SearchContext, candidates: list[QuantizationConfig]) -> SearchOutcome:
         if not candidates:
             raise ValueError("the search space is empty")
+        ctx.prepare(candidates)
         chosen, reason = self._search(ctx, candidates)
         closest = ctx.closest() if chosen is None else None
         if chosen is None and not reason:
@@ -267,15 +341,16 @@ class BasicStrategy(Strategy):
     def _search(self, ctx: SearchContext, candidates: list[QuantizationConfig]) -> tuple[Trial | None, str]:
         monitor = ctx.tolerance.monitor(max_trials=min(ctx.max_trials, len(candidates)))
         monitor.set_baseline(ctx.baseline.metric)
-        for config in candidates:
-            trial = ctx.evaluate(config, "space")
-            if trial is None:
-                break
-            if trial.status == "ok" and trial.metric is not None:
-                if monitor.add(trial.idx, trial.metric, config) and trial.passed:
-                    return trial, f"first candidate within tolerance (trial {trial.idx}, basic strategy)"
-                if monitor.need_stop():
-                    break
+        for start in range(0, len(candidates), ctx.parallel):
+            chunk = candidates[start: start + ctx.parallel]
+            for config, trial in zip(chunk, ctx.evaluate_batch([(c, "space", None) for c in chunk])):
+                if trial is None:
+                    return None, ""
+                if trial.status == "ok" and trial.metric is not None:
+                    if monitor.add(trial.idx, trial.metric, config) and trial.passed:
+                        return trial, f"first candidate within tolerance (trial {trial.idx}, basic strategy)"
+                    if monitor.need_stop():
+                        return None, ""
         return None, ""
 
 
@@ -286,8 +361,9 @@ class FastestStrategy(Strategy):
     name = "fastest"
 
     def _search(self, ctx: SearchContext, candidates: list[QuantizationConfig]) -> tuple[Trial | None, str]:
-        for config in candidates:
-            if ctx.evaluate(config, "space") is None:
+        for start in range(0, len(candidates), ctx.parallel):
+            chunk = candidates[start: start + ctx.parallel]
+            if None in ctx.evaluate_batch([(c, "space", None) for c in chunk]):
                 break
         ranking = self._confirm(ctx)
         best = ctx.best()

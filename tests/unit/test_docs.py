@@ -267,6 +267,9 @@ def test_readme_other_commands_refer_to_what_exists():
                 help_text = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True,
                                            cwd=REPO, timeout=120).stdout
                 problems += [f"{where}: {tokens[1]} has no option {o}" for o in sorted(options) if o not in help_text]
+        elif head == "ray":  # the Ray cluster commands of "Running on a Ray cluster"
+            if tokens[1:2] not in (["start"], ["stop"], ["status"]):
+                problems.append(f"{where}: not a ray command the README means to show")
         elif head in ("huggingface-cli", "export", "cd", "git", "pip"):
             continue
         else:
