@@ -169,10 +169,10 @@ class NeuralCompressorBackend(Backend):
         data = request.calibration
         if data is None:  # dynamic: any example batch will do for the one required forward pass
             raise QuantizationError("neural-compressor needs data.calibration (examples for export and calibration)")
-        names = input_names(data)
+        names = input_names(data, loaded.model)
         max_positions = int(getattr(loaded.config, "max_position_embeddings", 512))
         dyn = dynamic_shapes(names, max_positions)
-        example = example_inputs(data)
+        example = example_inputs(data, names=names)
         model = copy.deepcopy(loaded.model).eval()
         start = time.perf_counter()
         if config.approach == "qat":
