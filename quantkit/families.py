@@ -41,6 +41,7 @@ __all__ = [
     "usable_positions",
     "refusal",
     "family_defaults",
+    "resolve_family",
     "cell_status",
     "support_table",
 ]
@@ -183,6 +184,26 @@ def family_defaults(model_type: str | None, backend: str, approach: str) -> dict
     if family is None:
         return {}
     return {k: d for k, d in family.defaults.items() if d.applies_to is None or (backend, approach) in d.applies_to}
+
+
+def resolve_family(config: Any, model_type: str | None) -> tuple[Any, dict[str, Any]]:
+    """Fill the fields of ``config`` (a QuantizationConfig) the spec left unset with the family's defaults.
+
+    Returns the new config and ``{field: value}`` of what was chosen; fields the user set (or the search's
+    space sets for a candidate) are kept.
+    """
+    chosen = {k: d.value for k, d in family_defaults(model_type, config.backend, config.approach).items()
+              if k not in config.model_fields_set and getattr(config, k) != d.value}
+    if not chosen:
+        return config, {}
+    data = config.model_dump(mode="json", exclude_unset=True)
+    data.update(chosen)
+    data.setdefault("backend", config.backend)
+    data.setdefault("approach", config.approach)
+    family = family_of(model_type)
+    logger.info("%s defaults: %s", family.name if family else model_type,
+                ", ".join(f"{k}={v}" for k, v in chosen.items()))
+    return type(config).model_validate(data), chosen
 
 
 def cell_status(model_type: str, task: str, cell: str) -> str:
