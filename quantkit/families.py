@@ -108,7 +108,8 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in (
            notes="250k-token embedding: int8 Gather (op_types: [MatMul, Gather]) saves most of the size"),
     Family("electra", "ELECTRA", "google/electra-base-discriminator", "WordPiece", True, "absolute",
            fused_ops=(*_BERT_FUSED, *_EMBED, "Gelu"),
-           notes="onnxruntime#11286 reports 5-15% accuracy loss with dynamic int8 on fine-tuned ELECTRA"),
+           notes="onnxruntime#11286 reports 5-15% accuracy loss with dynamic int8 on fine-tuned ELECTRA (a tiny "
+                 "random model cannot show it: check yours with a tolerance search)"),
     Family("deberta-v2", "DeBERTa-v2/v3", "microsoft/deberta-v3-base", "Unigram (SentencePiece)", False,
            "relative (disentangled c2p/p2c)", fused_ops=("BiasGelu", "Gelu", "SkipLayerNormalization"),
            notes="attention stays unfused (disentangled relative attention); token_type_ids are ignored "
