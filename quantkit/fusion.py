@@ -21,6 +21,7 @@ import numpy as np
 
 from .errors import ExportError, ExportValidationError
 from .export import ExportedModel, _sample_inputs, onnx_io
+from .families import family_of
 from .graph import op_counts
 
 logger = logging.getLogger(__name__)
@@ -183,7 +184,13 @@ def optimize_graph(
         "fused": fused,
     }
     if level == "transformer" and not ({"Attention", "MultiHeadAttention"} & set(fused)):
-        logger.warning("the transformer optimizer fused no attention in %s: int8 attention stays unfused", fp32.path)
+        family = family_of(model_type)
+        if family is not None and not family.fuses_attention:  # known: relative or rotary position terms
+            logger.info("%s attention is not fused by ONNX Runtime's optimizer (%s positions); fused: %s",
+                        family.name, family.positions, ", ".join(sorted(fused)) or "nothing")
+        else:
+            logger.warning("the transformer optimizer fused no attention in %s: int8 attention stays unfused",
+                           fp32.path)
     if validate:
         vocab = int(getattr(model_config, "vocab_size", 1000))
         max_pos = int(getattr(model_config, "max_position_embeddings", 512) or 512)

@@ -31,6 +31,8 @@ __all__ = [
     "QATResult",
     "dynamic_shapes",
     "example_inputs",
+    "forward_parameters",
+    "input_names",
     "prepare_qat",
     "set_attention_dropout",
     "train_qat",
@@ -51,17 +53,47 @@ class QATResult:
     seconds: float = 0.0
 
 
-def input_names(data: TextDataset) -> list[str]:
-    return [n for n in INPUT_ORDER if n in data.inputs]
+def forward_parameters(model: Any) -> list[str]:
+    """The names of ``model.forward``'s parameters, in order (``self`` excluded)."""
+    import inspect
+
+    return [p.name for p in inspect.signature(model.forward).parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
 
 
-def example_inputs(data: TextDataset, batch: int = 2, seq: int = 16) -> tuple[Any, ...]:
+def input_names(data: TextDataset, model: Any = None) -> list[str]:
+    """The data's model inputs, as ``model.forward`` takes them positionally.
+
+    torch.export and PT2E call the model with positional tensors. A tokenizer may produce an input the
+    model does not take (a BERT tokenizer's ``token_type_ids`` next to a DistilBERT, MPNet or ModernBERT,
+    whose third parameter is ``head_mask``, ``position_ids`` or ``sliding_window_mask``): such inputs are
+    dropped (the ONNX export has no such input either), and the others ordered as ``forward`` lists them.
+    """
+    names = [n for n in INPUT_ORDER if n in data.inputs]
+    if model is None:
+        return names
+    params = forward_parameters(model)
+    dropped = [n for n in names if n not in params]
+    if dropped:
+        logger.info("%s.forward takes no %s: not passed to the model", type(model).__name__, ", ".join(dropped))
+    names = sorted((n for n in names if n in params), key=params.index)
+    if names != params[: len(names)]:
+        raise QuantizationError(
+            f"{type(model).__name__}.forward takes {params[: len(names) + 1]} first; the inputs {names} cannot be "
+            "passed positionally to torch.export"
+        )
+    return names
+
+
+def example_inputs(data: TextDataset, batch: int = 2, seq: int = 16,
+                   names: list[str] | None = None) -> tuple[Any, ...]:
     """A small example batch (batch, seq ≥ 2 so torch.export does not specialise the dims)."""
     import torch
 
-    b = data.batch(0, batch, input_names(data))
+    names = names if names is not None else input_names(data)
+    b = data.batch(0, batch, names)
     seq = min(seq, data.max_length)
-    return tuple(torch.from_numpy(np.ascontiguousarray(b[n][:, :seq])) for n in input_names(data))
+    return tuple(torch.from_numpy(np.ascontiguousarray(b[n][:, :seq])) for n in names)
 
 
 def dynamic_shapes(names: list[str], max_positions: int) -> dict[str, dict[int, Any]]:
@@ -91,11 +123,43 @@ def prepare_qat(model: Any, example: tuple[Any, ...], dyn: dict[str, Any]) -> An
         get_default_x86_inductor_quantization_config,
     )
 
+    class FloatOnlyX86InductorQuantizer(X86InductorQuantizer):
+        """X86InductorQuantizer that never fake-quantizes an integer tensor.
+
+        Its elementwise-``mul`` recipe annotates every same-shape ``aten.mul.Tensor``, integer ones included:
+        RoBERTa, XLM-R and MPNet compute position ids as ``cumsum(mask) * mask`` on int32, DeBERTa-v2 its
+        relative positions on int64, and QAT's fused fake-quant kernel only takes float ("expected scalar type
+        Float but found Int"). Annotations of non-float inputs and outputs are dropped after annotation.
+        """
+
+        def annotate(self, model: Any) -> Any:
+            model = super().annotate(model)
+            for node in model.graph.nodes:
+                annotation = node.meta.get("quantization_annotation")
+                if annotation is None:
+                    continue
+                annotation.input_qspec_map = {n: q for n, q in annotation.input_qspec_map.items() if _is_float(n)}
+                if annotation.output_qspec is not None and not _is_float(node):
+                    annotation.output_qspec = None
+            return model
+
     model.train()
-    graph = torch.export.export(model, example, dynamic_shapes=dyn).module()
-    quantizer = X86InductorQuantizer()
+    # Exported with grad disabled: a ``torch.no_grad()`` region of the model (ModernBERT's rotary embedding)
+    # then needs no ``wrap_with_set_grad_enabled`` submodule, which would nest its ``autocast`` submodule and
+    # break torchao's graph passes ("references nonexistent attribute submod_1"). The exported graph holds
+    # plain aten ops, so autograd still trains it.
+    with torch.no_grad():
+        graph = torch.export.export(model, example, dynamic_shapes=dyn).module()
+    quantizer = FloatOnlyX86InductorQuantizer()
     quantizer.set_global(get_default_x86_inductor_quantization_config(is_qat=True))
     return prepare_qat_pt2e(graph, quantizer)
+
+
+def _is_float(node: Any) -> bool:
+    """Whether an FX node's value is a floating-point tensor (unknown values count as float)."""
+    val = getattr(node, "meta", {}).get("val")
+    dtype = getattr(val, "dtype", None)
+    return dtype is None or dtype.is_floating_point
 
 
 def set_attention_dropout(graph: Any, p: float | dict[str, float]) -> dict[str, float]:
@@ -223,10 +287,10 @@ def train_qat(
         raise QuantizationError("qat needs labels in data.calibration (label_column)")
     start_time = time.perf_counter()
     _seed(spec.seed)
-    names = input_names(train)
+    names = input_names(train, model)
     (fit, fit_targets), held = _holdout_split(train, task.training_targets(train), spec.holdout, spec.seed)
     holdout, holdout_targets = held if held is not None else (None, None)
-    example = example_inputs(fit)
+    example = example_inputs(fit, names=names)
     dyn = dynamic_shapes(names, max_positions)
     prepared = prepare_qat(model, example, dyn)
     frozen = _freeze(prepared, spec.freeze, _param_names(model, prepared))

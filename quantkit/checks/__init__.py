@@ -31,6 +31,7 @@ from . import dataset as _dataset  # noqa: F401
 from . import executors as _executors  # noqa: F401
 from . import files as _files  # noqa: F401
 from . import model as _model  # noqa: F401
+from . import family as _family  # noqa: F401  (after model: its checks follow model.task)
 from . import shapes as _shapes  # noqa: F401
 from . import state as _state  # noqa: F401
 from . import weights as _weights  # noqa: F401

@@ -187,7 +187,10 @@ def max_positions(config: Any) -> int | None:
     for name in ("max_position_embeddings", "n_positions", "max_seq_len", "max_sequence_length"):
         v = getattr(config, name, None)
         if isinstance(v, int) and v > 0:
-            if getattr(config, "model_type", None) in _OFFSET_POSITIONS:
+            from ..families import family_of
+
+            family = family_of(getattr(config, "model_type", None))
+            if getattr(config, "model_type", None) in _OFFSET_POSITIONS or (family and family.position_offset):
                 pad = getattr(config, "pad_token_id", 1)
                 return v - (pad if isinstance(pad, int) else 1) - 1
             return v

@@ -86,7 +86,7 @@ class FeatureExtraction(Task):
     name = "feature-extraction"
     aliases = ("sentence-similarity", "sentence-embeddings", "embeddings")
     architecture_suffixes = ("Model",)
-    architecture_excludes = ("For", "Head", "LM")
+    architecture_excludes = ("For", "Head")  # not "LM": XLMRobertaModel is an encoder
     auto_model = "AutoModel"
     ort_model = "ORTModelForFeatureExtraction"
     pipeline_task = "feature-extraction"

@@ -13,9 +13,31 @@ from ..errors import DataError
 from ..metrics import entity_scores, token_accuracy
 from .base import Columns, MetricInfo, RowProblem, Task
 
-__all__ = ["TokenClassification"]
+__all__ = ["TokenClassification", "word_tokenizer"]
 
 _IGNORE = -100
+
+
+def word_tokenizer(tokenizer: Any) -> Any:
+    """A tokenizer that can take pre-split words: byte-level BPE tokenizers (RoBERTa, GPT-2 style) refuse
+    ``is_split_into_words`` unless ``add_prefix_space`` is on, and taggers of those families are trained with it
+    on (transformers' run_ner.py), so each word is encoded as it is mid-sentence. Others are returned as they are;
+    the original is never changed (a copy is made)."""
+    if getattr(tokenizer, "add_prefix_space", None) is not False or not getattr(tokenizer, "is_fast", False):
+        return tokenizer
+    import copy
+    import json
+
+    from tokenizers import pre_tokenizers
+
+    tok = copy.deepcopy(tokenizer)
+    state = json.loads(tok.backend_tokenizer.pre_tokenizer.__getstate__())
+    if state.get("add_prefix_space") is False:
+        state["add_prefix_space"] = True
+        kind = state.pop("type")
+        tok.backend_tokenizer.pre_tokenizer = getattr(pre_tokenizers, kind)(**state)
+    tok.add_prefix_space = True
+    return tok
 
 
 class TokenClassification(Task):
@@ -95,6 +117,7 @@ class TokenClassification(Task):
         if not getattr(tokenizer, "is_fast", False):
             raise DataError(f"{key}: token-classification needs a fast tokenizer (word ids for alignment)")
         words = [[str(w) for w in (ws or [])] for ws in rows[columns.text[0]]]
+        tokenizer = word_tokenizer(tokenizer)
         enc = self._tokenize(tokenizer, words, max_length=max_length, is_split_into_words=True)
         first = np.full(enc["input_ids"].shape, -1, dtype=np.int64)  # word index at its first sub-token
         for i in range(len(words)):

@@ -103,6 +103,42 @@ def test_spec_reference_check_mode(tmp_path):
     assert text.startswith("# x\n\n") and text.endswith(f"{ref.END}\n\nafter\n")
 
 
+# --------------------------------------------------------------------------- family support table
+def _families_table():
+    spec = importlib.util.spec_from_file_location("families_table", REPO / "scripts" / "families_table.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_readme_support_table_is_up_to_date():
+    """The README's family table is rendered from quantkit/families.py, the data the support matrix asserts."""
+    table = _families_table()
+    text = README.read_text(encoding="utf-8")
+    assert table.START in text and table.END in text, f"README.md lost the markers {table.START} / {table.END}"
+    assert table.readme_section(text) == table.current_table(), (
+        f"README.md's support table is out of date with quantkit/families.py; regenerate it with: {table.REGENERATE}"
+    )
+
+
+def test_support_table_lists_every_family_and_cell(tmp_path):
+    from quantkit.families import CELLS, FAMILIES, cell_status
+
+    table = _families_table()
+    text = table.current_table()
+    for family in FAMILIES.values():
+        row = next(line for line in text.splitlines() if line.startswith(f"| {family.name} (`{family.model_type}`)"))
+        cells = row.strip("|").split(" | ")
+        assert len(cells) == 3 + len(CELLS) + 3, row
+        for cell, mark in zip(CELLS, cells[3:]):
+            status = cell_status(family.model_type, "text-classification", cell)
+            assert (mark != "✗") == (status == "yes"), (family.model_type, cell, mark, status)
+    stale = tmp_path / "README.md"
+    stale.write_text(f"# x\n\n{table.START}\nold\n{table.END}\n", encoding="utf-8")
+    assert table.main(["--check", "--readme", str(stale)]) == 1
+    assert table.main(["--readme", str(stale)]) == 0 and table.main(["--check", "--readme", str(stale)]) == 0
+
+
 # --------------------------------------------------------------------------- README commands
 @dataclass(frozen=True)
 class Command:
