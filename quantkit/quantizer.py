@@ -671,7 +671,8 @@ class Quantizer:
                 "model_type": self.loaded.model_type,
                 "parameters": self.loaded.num_parameters,
             },
-            "export": {"opset": fp32.opset, "max_abs_diff": fp32.max_abs_diff, "inputs": fp32.input_names},
+            "export": {"exporter": fp32.exporter, "opset": fp32.opset, "max_abs_diff": fp32.max_abs_diff,
+                       "inputs": fp32.input_names},
             "quantization": {
                 "backend": quantized.backend,
                 "config": quantized.config.model_dump(mode="json"),
