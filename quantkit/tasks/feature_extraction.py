@@ -25,7 +25,7 @@ import numpy as np
 from ..data import TextDataset
 from ..errors import DataError, EvaluationError
 from ..metrics import correlation, cosine_rows
-from .base import Columns, MetricInfo, RowProblem, Task
+from .base import Columns, MetricInfo, RowProblem, ServeBatch, Task
 
 logger = logging.getLogger(__name__)
 
@@ -181,6 +181,19 @@ class FeatureExtraction(Task):
 
     def agreement(self, reference: Any, predictions: Any) -> float:
         return float(np.mean(cosine_rows(np.asarray(reference), np.asarray(predictions))))
+
+    def serve_outputs(self, outputs: dict[str, np.ndarray], batch: ServeBatch, tokenizer: Any,
+                      **options: Any) -> list[Any]:
+        """One sentence embedding per text, pooled (and normalised) as :attr:`pooling` / :attr:`normalize` say."""
+        if options:
+            raise TypeError(f"feature-extraction: unexpected option(s) {', '.join(sorted(options))}")
+        return list(self.predict_batch(outputs, batch.feeds, None, 0))  # type: ignore[arg-type]
+
+    def serve_collect(self, results: list[Any], single: bool) -> Any:
+        """``[hidden]`` for one text, ``[n, hidden]`` for a list."""
+        if single:
+            return results[0]
+        return np.stack(results) if results else np.empty((0, 0), dtype=np.float32)
 
     def extra_files(self) -> dict[str, Path]:
         if self.model_dir is None:
