@@ -123,6 +123,23 @@ class Runtime:
         outs = self.session.run(None, {n: np.ascontiguousarray(feeds[n], dtype=np.int64) for n in self.input_names})
         return dict(zip(self.output_names, outs))
 
+    def _run_trimmed(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run one batch cut to its longest row (what a pipeline feeds one example at a time); sequence
+        outputs are padded back to the feeds' width so batches concatenate."""
+        mask = feeds.get("attention_mask")
+        width = next(iter(feeds.values())).shape[1]
+        longest = max(int(mask.sum(axis=1).max()), 1) if mask is not None and mask.size else width
+        left = getattr(self.tokenizer, "padding_side", "right") == "left"
+        cut = slice(width - longest, width) if left else slice(0, longest)
+        outs = self.run({k: v[:, cut] for k, v in feeds.items()})
+        for name, out in outs.items():
+            axes = self.task.output_axes.get(name, {})
+            if longest < width and out.ndim > 1 and "sequence" in str(axes.get(1, "")):
+                pad = [(0, 0)] * out.ndim
+                pad[1] = (width - longest, 0) if left else (0, width - longest)
+                outs[name] = np.pad(out, pad)
+        return outs
+
     def __call__(self, inputs: Any = None, /, *, batch_size: int = 8, **kwargs: Any) -> Any:
         """Run ``inputs`` (or the task's keyword inputs: ``question``/``context``, ``words``) in batches of
         ``batch_size`` examples; other keywords go to the task's post-processing (``top_k``)."""
@@ -136,7 +153,7 @@ class Runtime:
             batch = self.task.serve_encode(self.tokenizer, examples[start: start + batch_size],
                                            max_length=self.max_length)
             rows = len(next(iter(batch.feeds.values())))
-            parts = [self.run({k: v[i: i + batch_size] for k, v in batch.feeds.items()})
+            parts = [self._run_trimmed({k: v[i: i + batch_size] for k, v in batch.feeds.items()})
                      for i in range(0, rows, batch_size)]  # QA: one example can be several windows
             outputs = {name: np.concatenate([p[name] for p in parts]) for name in self.output_names}
             results.extend(self.task.serve_outputs(outputs, batch, self.tokenizer, **options))

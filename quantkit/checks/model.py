@@ -288,13 +288,13 @@ def check_task(ctx: CheckContext) -> list[Problem]:
     task, config = memo.value, get_config(ctx).value
     if task is None or config is None:
         return problems
-    from ..export import optimum_onnx_available
+    from ..export import base as export_base
     from ..models import exportable_tasks
     from ..tasks import task_names
 
     model_type = getattr(config, "model_type", None) or "?"
     choice = ctx.spec.export.exporter
-    if choice == "optimum" and not optimum_onnx_available():
+    if choice == "optimum" and not export_base.optimum_onnx_available():
         problems.append(error(
             "export.exporter", "optimum, but optimum-onnx is not installed (it needs the transformers 4.57 stack)",
             "use export.exporter: quantkit (or auto), or install quantkit[optimum] in a separate environment "
@@ -303,10 +303,10 @@ def check_task(ctx: CheckContext) -> list[Problem]:
         return problems
     supported = exportable_tasks(model_type, choice)
     if not supported:
+        either = ("neither quantkit's exporter nor optimum-onnx supports it" if export_base.optimum_onnx_available()
+                  else "quantkit's exporter does not support it (optimum-onnx is not installed)")
         who = {"quantkit": "quantkit's exporter does not support it",
-               "optimum": "optimum-onnx has no export config for it"}.get(
-            choice, "neither quantkit's exporter nor optimum-onnx supports it" if optimum_onnx_available()
-            else "quantkit's exporter does not support it (optimum-onnx is not installed)")
+               "optimum": "optimum-onnx has no export config for it"}.get(choice, either)
         problems.append(error(
             "model.name_or_path",
             f"model type {model_type!r} ({type(config).__name__}) cannot be exported to ONNX: {who}",

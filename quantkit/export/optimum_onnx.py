@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ExportError
-from .base import EXPORTERS, Exporter, optimum_onnx_available
+from . import base
+from .base import EXPORTERS, Exporter
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ class OptimumExporter(Exporter):
 
     @classmethod
     def available(cls) -> bool:
-        return optimum_onnx_available()
+        return base.optimum_onnx_available()
 
     @classmethod
     def supported_tasks(cls, model_type: str) -> list[str]:

@@ -300,6 +300,15 @@ class Task:
             f"print(pipe({self.usage_example()!r}))",
         ]
 
+    def runtime_usage(self, repo_id: str) -> list[str]:
+        """Python lines that load the artifact with :func:`quantkit.runtime.load` and run it."""
+        return [
+            "from quantkit.runtime import load",
+            "",
+            f'pipe = load("{repo_id}")',
+            f"print(pipe({self.usage_example()!r}))",
+        ]
+
     def usage_example(self) -> Any:
         return "Quantized models run fast on CPUs."
 

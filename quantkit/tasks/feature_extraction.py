@@ -200,6 +200,11 @@ class FeatureExtraction(Task):
             return {}
         return {name: Path(self.model_dir) / name for name in _ST_FILES if (Path(self.model_dir) / name).is_file()}
 
+    def runtime_usage(self, repo_id: str) -> list[str]:
+        how = f"{self.pooling} pooling" + (", L2-normalised" if self.normalize else "")
+        return super().runtime_usage(repo_id)[:-1] + [
+            f'embedding = pipe("{self.usage_example()}")  # [hidden]: {how}; a list of texts gives [n, hidden]']
+
     def usage(self, repo_id: str) -> list[str]:
         pooled = {"mean": "(out * mask).sum(1) / mask.sum(1)", "cls": "out[:, 0]"}.get(self.pooling)
         lines = super().usage(repo_id)[:-1]

@@ -204,43 +204,60 @@ class QuestionAnswering(Task):
         questions = [str(e["question"]).lstrip() for e in examples]
         contexts = [str(e["context"]) for e in examples]
         enc, example, offsets = self._windows(tokenizer, questions, contexts, max_length, True)
-        return ServeBatch(self._feeds(enc, tokenizer), examples, {"example": example, "offsets": offsets})
+        context_id = 1 if getattr(tokenizer, "padding_side", "right") == "right" else 0
+        words = offsets.copy()  # each context token's whole word, in characters (answers align to words)
+        for i in range(len(example)):
+            for j, w in enumerate(enc.word_ids(i)):
+                if w is not None and offsets[i, j, 0] >= 0:
+                    span = enc.word_to_chars(i, w, sequence_index=context_id)
+                    if span is not None:
+                        words[i, j] = (span[0], span[1])
+        return ServeBatch(self._feeds(enc, tokenizer), examples,
+                          {"example": example, "offsets": offsets, "words": words})
 
     def serve_outputs(self, outputs: dict[str, np.ndarray], batch: ServeBatch, tokenizer: Any,
-                      **options: Any) -> list[Any]:
-        """``{"answer", "score", "start", "end"}`` per question, scored as transformers' QA pipeline scores
-        (softmax of start and end over the context and CLS in each window, score = p(start) × p(end)); with
-        ``version_2_with_negative`` the answer is empty when the no-answer score (CLS) beats every span."""
+                      align_to_words: bool = True, **options: Any) -> list[Any]:
+        """``{"answer", "score", "start", "end"}`` per question, as transformers' QA pipeline computes it: in each
+        window, softmax of start and end over the context and CLS, span score = p(start) × p(end) (end ≥ start,
+        at most ``max_answer_length`` tokens); the 12 best spans of each window (1 with ``align_to_words=False``)
+        widened to whole words; the scores of one answer text found in several spans or windows add up; the best
+        text wins. With ``version_2_with_negative`` the answer is empty when the no-answer score (CLS) beats it."""
         if options:
             raise TypeError(f"question-answering: unexpected option(s) {', '.join(sorted(options))}")
+        chars = batch.meta["words"] if align_to_words else batch.meta["offsets"]
+        per_window = 12 if align_to_words else 1
         max_len = int(self._opt("max_answer_length", 30))
         v2 = bool(self._opt("version_2_with_negative", False))
         cls_id = getattr(tokenizer, "cls_token_id", None)
-        best: dict[int, tuple[float, int, int]] = {}
+        found: dict[int, dict[str, list[Any]]] = {}  # example → answer text → [score, start, end]
         null: dict[int, float] = {}
-        for w, ex in enumerate(batch.meta["example"]):
-            offsets = batch.meta["offsets"][w]
-            ids = batch.feeds["input_ids"][w]
+        for w, ex in enumerate(int(x) for x in batch.meta["example"]):
+            offsets, ids = batch.meta["offsets"][w], batch.feeds["input_ids"][w]
             cls = int(np.argmax(ids == cls_id)) if cls_id is not None and (ids == cls_id).any() else 0
-            allowed = offsets[:, 0] >= 0
+            in_context = offsets[:, 0] >= 0
+            allowed = in_context.copy()
             allowed[cls] = True
             start = softmax(np.where(allowed, outputs["start_logits"][w], -1e4))
             end = softmax(np.where(allowed, outputs["end_logits"][w], -1e4))
-            null[int(ex)] = min(null.get(int(ex), np.inf), float(start[cls] * end[cls]))
-            start[cls] = end[cls] = 0.0
-            start, end = np.where(offsets[:, 0] >= 0, start, 0.0), np.where(offsets[:, 0] >= 0, end, 0.0)
+            null[ex] = min(null.get(ex, np.inf), float(start[cls] * end[cls]))
+            start, end = np.where(in_context, start, 0.0), np.where(in_context, end, 0.0)
             spans = np.tril(np.triu(np.outer(start, end)), max_len - 1)
-            i, j = np.unravel_index(int(np.argmax(spans)), spans.shape)
-            score = float(spans[i, j])
-            if score > 0 and (int(ex) not in best or score > best[int(ex)][0]):
-                best[int(ex)] = (score, int(offsets[i, 0]), int(offsets[j, 1]))
+            context = str(batch.examples[ex]["context"])
+            answers = found.setdefault(ex, {})
+            for flat in np.argsort(-spans, axis=None, kind="stable")[:per_window]:
+                i, j = np.unravel_index(int(flat), spans.shape)
+                if spans[i, j] <= 0:
+                    break
+                a, b = int(chars[w][i, 0]), int(chars[w][j, 1])
+                entry = answers.setdefault(context[a:b], [0.0, a, b])
+                entry[0] += float(spans[i, j])
         results = []
-        for k, example in enumerate(batch.examples):
-            if k not in best or (v2 and null.get(k, 0.0) > best[k][0]):
+        for k in range(len(batch.examples)):
+            text, (score, a, b) = max(found.get(k, {}).items(), key=lambda kv: kv[1][0], default=("", (0.0, 0, 0)))
+            if not found.get(k) or (v2 and null.get(k, 0.0) > score):
                 results.append({"answer": "", "score": float(null.get(k, 0.0)), "start": 0, "end": 0})
-                continue
-            score, a, b = best[k]
-            results.append({"answer": str(example["context"])[a:b], "score": score, "start": a, "end": b})
+            else:
+                results.append({"answer": text, "score": score, "start": a, "end": b})
         return results
 
     def usage(self, repo_id: str) -> list[str]:

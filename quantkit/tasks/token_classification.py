@@ -201,6 +201,9 @@ class TokenClassification(Task):
         return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
                                                  ignore_index=_IGNORE)
 
+    def runtime_usage(self, repo_id: str) -> list[str]:
+        return super().runtime_usage(repo_id) + ["# entity spans (simple aggregation); pipe(words=[...]) tags words"]
+
     def usage(self, repo_id: str) -> list[str]:
         lines = super().usage(repo_id)
         return [line.replace(f'pipeline("{self.pipeline_task}", ', f'pipeline("{self.pipeline_task}", '
@@ -240,8 +243,8 @@ class TokenClassification(Task):
             return ServeBatch(self._feeds(enc, tokenizer), examples, {"first_subtoken_word": first})
         texts = [self._serve_text(e) for e in examples]
         enc = tokenizer(texts, return_offsets_mapping=True, return_special_tokens_mask=True, **common)
-        return ServeBatch(self._feeds(enc, tokenizer), examples,
-                          {"offsets": np.asarray(enc["offset_mapping"]), "special": np.asarray(enc["special_tokens_mask"])})
+        meta = {"offsets": np.asarray(enc["offset_mapping"]), "special": np.asarray(enc["special_tokens_mask"])}
+        return ServeBatch(self._feeds(enc, tokenizer), examples, meta)
 
     def serve_outputs(self, outputs: dict[str, np.ndarray], batch: ServeBatch, tokenizer: Any,
                       **options: Any) -> list[Any]:

@@ -129,6 +129,27 @@ def test_spec_hub_push_after_quantize(auto_pushed):
     assert remote["README.md"].decode().startswith("---\n")
 
 
+def test_push_then_runtime_load_by_repo_id(hub, artifact, tmp_path):
+    """Without optimum-onnx: quantkit.runtime.load(repo_id) downloads the pushed folder and gives the local
+    folder's logits and labels."""
+    from quantkit.runtime import load
+
+    pushed = push_artifact(artifact, REPO)
+    assert "model.onnx" in pushed.uploaded or pushed.up_to_date
+    remote = load(REPO, cache_dir=tmp_path / "cache", threads=1)
+    local = load(str(artifact), threads=1)
+    assert remote.folder != local.folder and remote.folder.is_relative_to(tmp_path / "cache")
+    enc = dict(remote.tokenizer(TEXTS, padding=True, return_tensors="np"))
+    remote_logits = remote.run(enc)["logits"]
+    np.testing.assert_array_equal(remote_logits, local.run(enc)["logits"])
+    assert remote_logits.shape == (3, 2)
+    assert [p["label"] for p in remote(TEXTS, batch_size=3)] == [
+        remote.config.id2label[int(i)] for i in remote_logits.argmax(-1)]
+    downloads = hub.calls("GET", f"/{REPO}/resolve/")
+    assert {d.path.rsplit("/", 1)[1] for d in downloads} >= {"model.onnx", "config.json", "tokenizer.json"}
+
+
+@pytest.mark.optimum
 def test_push_then_load_back_gives_the_same_logits(hub, artifact, tmp_path):
     from optimum.onnxruntime import ORTModelForSequenceClassification
     from transformers import AutoTokenizer, pipeline
