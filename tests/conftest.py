@@ -59,7 +59,8 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS, *[f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz"]]
     vocab += list("abcdefghijklmnopqrstuvwxyz")
     (path / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
-    tokenizer = BertTokenizerFast(vocab_file=str(path / "vocab.txt"), do_lower_case=True, model_max_length=128)
+    tokenizer = BertTokenizerFast(str(path / "vocab.txt"),  # positional: vocab_file (4.57) or vocab (5.x)
+                                  do_lower_case=True, model_max_length=128)
     config = BertConfig(
         vocab_size=len(vocab),
         hidden_size=32,
@@ -164,7 +165,8 @@ def _tiny_tokenizer_and_config(path: Path, **config_kwargs):
              "what", "?", ".", *[f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz"]]
     vocab += list("abcdefghijklmnopqrstuvwxyz")
     (path / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
-    tokenizer = BertTokenizerFast(vocab_file=str(path / "vocab.txt"), do_lower_case=True, model_max_length=128)
+    tokenizer = BertTokenizerFast(str(path / "vocab.txt"),  # positional: vocab_file (4.57) or vocab (5.x)
+                                  do_lower_case=True, model_max_length=128)
     config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                         intermediate_size=64, max_position_embeddings=128, **config_kwargs)
     return tokenizer, config

@@ -178,7 +178,9 @@ _OFFSET_POSITIONS = {"roberta", "xlm-roberta", "camembert", "data2vec-text", "lo
 
 def relative_positions(config: Any) -> bool:
     """Whether positions are rotary/relative (longer inputs still run; max_position_embeddings is advisory)."""
-    return (getattr(config, "rope_theta", None) is not None or getattr(config, "position_biased_input", True) is False
+    rope = getattr(config, "rope_parameters", None)  # transformers 5 keeps rope_theta in rope_parameters
+    return (getattr(config, "rope_theta", None) is not None or isinstance(rope, dict) and bool(rope)
+            or getattr(config, "position_biased_input", True) is False
             or "rotary" in str(getattr(config, "position_embedding_type", "")))
 
 
