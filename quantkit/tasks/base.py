@@ -8,7 +8,9 @@ extractive reader):
 - how raw outputs become predictions (:meth:`Task.predict_batch`, :meth:`Task.collect`);
 - its metrics (the first is the default; the spec's ``evaluation.metric`` picks one) and its label-free
   agreement with FP32 (:meth:`Task.agreement`), used by ``metric: agreement``, the shape grid and the search;
-- the ``ORTModelFor*`` class, the ``pipeline()`` task and the model-card metadata;
+- how :mod:`quantkit.runtime` serves an artifact (:meth:`Task.serve_examples`, :meth:`Task.serve_encode`,
+  :meth:`Task.serve_outputs`: what the task's ``transformers.pipeline`` returns, without optimum-onnx);
+- the ``ORTModelFor*`` class, the ``pipeline()`` task and the model-card metadata (both ways of loading);
 - whether quantization-aware training is possible, and its loss.
 
 Nothing else in quantkit branches on the task name: it asks the task.
