@@ -1,6 +1,6 @@
 """Hardware-aware int8 on the reference model, side by side in one run (issue #5).
 
-    .venv/bin/python bench/hardware_table.py [--rounds 3] [--repeats 30] [--threads N] [--profile]
+    .venv-optimum/bin/python bench/hardware_table.py [--rounds 3] [--repeats 30] [--threads N] [--profile]
         [--include NAME=DIR ...]
 
 Rows: FP32 ONNX (unfused), FP32 fused (ONNX Runtime transformer optimizer), Optimum's

@@ -1,6 +1,6 @@
 """FP32 vs Optimum's avx512_vnni dynamic preset vs quantkit, side by side in one run.
 
-    .venv/bin/python bench/reference_table.py [--rounds 3] [--threads N] [--out out/bench]
+    .venv-optimum/bin/python bench/reference_table.py [--rounds 3] [--threads N] [--out out/bench]
 
 Every model is scored on the same data (validation.jsonl, max_length 128) and timed at
 the same shapes (batch 1 and 8, sequence 128) by the same subprocess probe; the timing

@@ -1,6 +1,6 @@
 """Sentence embeddings (STS-B) and NER (WNUT-2016), side by side in one run (issue #12).
 
-    .venv/bin/python bench/tasks_table.py [--rounds 7] [--repeats 20] [--tasks embeddings ner] [--no-tune]
+    .venv-optimum/bin/python bench/tasks_table.py [--rounds 7] [--repeats 20] [--tasks embeddings ner] [--no-tune]
 
 Per task, rows: FP32 ONNX (quantkit's export, unfused), Optimum's ``avx512_vnni`` dynamic preset applied to
 the same FP32 export, quantkit default (the task's dynamic recipe) and quantkit tuned (its tune recipe).

@@ -400,14 +400,22 @@ def _task(report: dict[str, Any]) -> Any:
 
 
 def _usage_section(report: dict[str, Any], repo_id: str) -> list[str]:
+    task = _task(report)
     return [
         "## Usage",
         "",
+        "With quantkit's runtime (`pip install quantkit`; any transformers version, no optimum-onnx):",
+        "",
         "```python",
-        *_task(report).usage(repo_id),
+        *task.runtime_usage(repo_id),
         "```",
         "",
-        "Needs `pip install optimum-onnx[onnxruntime]`.",
+        "With Optimum's `ORTModel` classes and transformers' `pipeline()` (`pip install 'quantkit[optimum]'` or "
+        "`pip install optimum-onnx[onnxruntime]`; optimum-onnx 0.1.0 needs transformers < 4.58):",
+        "",
+        "```python",
+        *task.usage(repo_id),
+        "```",
         "",
     ]
 
@@ -434,7 +442,8 @@ def model_card_text(
         f"INT8 ONNX version of {origin} for x86 CPUs, made with quantkit "
         f"({cfg.get('approach', '?')} quantization via {report.get('quantization', {}).get('backend', '?')}"
         f"{', tuned within an accuracy tolerance' if report.get('tuning') else ''}). "
-        "It loads with Optimum's `ORTModel` classes and transformers' `pipeline`."
+        "It runs with `quantkit.runtime` on any transformers version, and loads with Optimum's `ORTModel` classes "
+        "and transformers' `pipeline`."
     )
     body = [f"# {name}", "", intro, ""]
     body += _results_section(report)

@@ -37,6 +37,7 @@ __all__ = [
     "ExecutorError",
     "ExecutorUnavailableError",
     "TimingMismatchError",
+    "OptionalDependencyError",
 ]
 
 
@@ -123,6 +124,13 @@ class ExportValidationError(ExportError):
         self.max_abs_diff = max_abs_diff
         self.atol = atol
         super().__init__(message, hint=hint)
+
+
+class OptionalDependencyError(QuantkitError, ImportError):
+    """A feature needs a package of an optional extra that is not installed (e.g. ``quantkit[optimum]``)."""
+
+    exit_code = 2
+    title = "missing optional dependency"
 
 
 class QuantizationError(QuantkitError, RuntimeError):

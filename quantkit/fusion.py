@@ -20,13 +20,13 @@ from typing import Any
 import numpy as np
 
 from .errors import ExportError, ExportValidationError
-from .export import ExportedModel, _sample_inputs, onnx_io
+from .export import ExportedModel, onnx_io, sample_inputs
 from .families import family_of
 from .graph import op_counts
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LEVELS", "FUSED_OPS", "ort_model_type", "resolve_level", "optimize_graph", "compare_models"]
+__all__ = ["LEVELS", "FUSED_OPS", "ORT_FAMILIES", "ort_model_type", "resolve_level", "optimize_graph", "compare_models"]
 
 LEVELS = ("none", "basic", "extended", "transformer")
 
@@ -45,18 +45,33 @@ FUSED_OPS = (
 )
 
 
+#: transformers ``model_type`` → ONNX Runtime transformer-optimizer family, for the encoder families whose
+#: fusions quantkit's int8 path can use (the encoder rows of optimum-onnx's ``ORTConfigManager`` table,
+#: kept here so fusion needs no optimum-onnx).
+ORT_FAMILIES = {
+    "albert": "bert",
+    "bert": "bert",
+    "big_bird": "bert",
+    "camembert": "bert",
+    "deberta": "bert",
+    "deberta-v2": "bert",
+    "distilbert": "bert",
+    "electra": "bert",
+    "modernbert": "bert",
+    "mpnet": "bert",
+    "nystromformer": "bert",
+    "roberta": "bert",
+    "xlm-roberta": "bert",
+    "dinov2": "vit",
+    "vit": "vit",
+}
+
+
 def ort_model_type(model_type: str | None) -> str | None:
     """The ONNX Runtime transformer-optimizer family of a transformers ``model_type`` (None: unsupported)."""
     if not model_type:
         return None
-    try:
-        from optimum.onnxruntime.utils import ORTConfigManager
-
-        family = ORTConfigManager.get_model_ort_type(model_type.replace("_", "-"))
-    except Exception:  # noqa: BLE001 - optimum raises KeyError/NotImplementedError for unknown types
-        return None
-    # Only encoder families are fused into kernels quantkit's int8 path can use.
-    return family if family in ("bert", "vit") else None
+    return ORT_FAMILIES.get(model_type.replace("_", "-")) or ORT_FAMILIES.get(model_type)
 
 
 def resolve_level(level: str, *, approach: str, backend: str, model_type: str | None) -> str:
@@ -91,7 +106,7 @@ def compare_models(
     rng = np.random.default_rng(seed)
     worst = 0.0
     for batch, seq in shapes:
-        feeds = _sample_inputs(names_a, batch, seq, vocab_size, rng)
+        feeds = sample_inputs(names_a, batch, seq, vocab_size, rng)
         out_a = a.run(None, feeds)[0]
         out_b = b.run(None, {k: v for k, v in feeds.items() if k in names_b})[0]
         if out_a.shape != out_b.shape:

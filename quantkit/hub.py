@@ -21,6 +21,7 @@ local folder (downloading with :func:`download_artifact`).
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import hashlib
 import logging
@@ -110,13 +111,22 @@ def _is_transient(exc: BaseException) -> bool:
             return status >= 500 or status == 429
         if isinstance(e, (requests.ConnectionError, requests.Timeout, ConnectionError, TimeoutError)):
             return True
-        try:
-            import httpx
-        except ImportError:  # pragma: no cover - httpx is optional
-            continue
-        if isinstance(e, (httpx.TransportError,)):
+        if isinstance(e, _transport_errors()):
             return True
     return False
+
+
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """The HTTP client's transport failures: httpx (huggingface_hub 1.x) and httpx2 (2.x), where installed."""
+    import importlib
+
+    found: list[type[BaseException]] = []
+    for name in ("httpx", "httpx2"):
+        try:
+            found.append(importlib.import_module(name).TransportError)
+        except (ImportError, AttributeError):
+            continue
+    return tuple(found)
 
 
 def _is_hub_failure(exc: BaseException) -> bool:
@@ -175,6 +185,45 @@ def _scrub(text: str, token: str | None) -> str:
     if token:
         text = text.replace(token, "***")
     return text
+
+
+#: Loggers of the HTTP clients under huggingface_hub; at DEBUG some print raw headers (a server may echo the token).
+_HTTP_LOGGERS = ("urllib3.connectionpool", "httpx", "httpx2", *(f"{lib}.{part}" for lib in ("httpcore", "httpcore2")
+                 for part in ("connection", "http11", "http2", "proxy", "socks")))
+
+
+class _TokenScrubber(logging.Filter):
+    """Replaces the token in every record of the HTTP client loggers (the records still go out)."""
+
+    def __init__(self, token: str) -> None:
+        super().__init__()
+        self.token = token
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            text = record.getMessage()
+        except Exception:  # noqa: BLE001 - a record that cannot format is left alone
+            return True
+        if self.token in text:
+            record.msg, record.args = text.replace(self.token, "***"), ()
+        return True
+
+
+@contextlib.contextmanager
+def _scrubbed_http_logs(token: str | None) -> Iterator[None]:
+    """While talking to the Hub, keep ``token`` out of the HTTP clients' debug logs."""
+    if not token:
+        yield
+        return
+    scrubber = _TokenScrubber(token)
+    loggers = [logging.getLogger(name) for name in _HTTP_LOGGERS]
+    for log in loggers:
+        log.addFilter(scrubber)
+    try:
+        yield
+    finally:
+        for log in loggers:
+            log.removeFilter(scrubber)
 
 
 def _server_message(exc: BaseException) -> str:
@@ -464,7 +513,8 @@ def push_artifact(
 
     def call(action: str, fn: Callable[[], T]) -> T:
         try:
-            return _retrying(f"{action} {repo_id}", fn, policy)
+            with _scrubbed_http_logs(secret):
+                return _retrying(f"{action} {repo_id}", fn, policy)
         except HubError:
             raise
         except Exception as exc:  # noqa: BLE001 - mapped to quantkit errors
@@ -540,7 +590,8 @@ def download_artifact(
                                  endpoint=hub_endpoint())
 
     try:
-        folder = Path(_retrying(f"downloading {repo_id}", fetch, policy))
+        with _scrubbed_http_logs(secret):
+            folder = Path(_retrying(f"downloading {repo_id}", fetch, policy))
     except LocalEntryNotFoundError as exc:
         raise HubError(
             f"{repo_id} is not in the local Hugging Face cache and the Hub cannot be reached "

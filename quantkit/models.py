@@ -58,17 +58,11 @@ def _load_config(name_or_path: str, revision: str | None, trust_remote_code: boo
         raise ModelLoadError(msg, hint="check model.name_or_path / --model, network access and HF_TOKEN") from None
 
 
-def exportable_tasks(model_type: str) -> list[str]:
-    """Tasks optimum-onnx can export for ``model_type``."""
-    import optimum.exporters.onnx.model_configs  # noqa: F401  (registers ONNX configs)
-    from optimum.exporters.tasks import TasksManager
+def exportable_tasks(model_type: str, exporter: str = "auto") -> list[str]:
+    """quantkit tasks an available exporter can export for ``model_type`` (see :mod:`quantkit.export.base`)."""
+    from .export.base import exportable_tasks as _exportable
 
-    try:
-        return sorted(
-            TasksManager.get_supported_tasks_for_model_type(model_type, exporter="onnx", library_name="transformers")
-        )
-    except KeyError:
-        return []
+    return _exportable(model_type, exporter)
 
 
 def infer_task(config: Any) -> str:

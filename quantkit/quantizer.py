@@ -706,7 +706,8 @@ class Quantizer:
                 "parameters": self.loaded.num_parameters,
                 "family": getattr(self, "_family", None),
             },
-            "export": {"opset": fp32.opset, "max_abs_diff": fp32.max_abs_diff, "inputs": fp32.input_names},
+            "export": {"exporter": fp32.exporter, "opset": fp32.opset, "max_abs_diff": fp32.max_abs_diff,
+                       "inputs": fp32.input_names},
             "quantization": {
                 "backend": quantized.backend,
                 "config": quantized.config.model_dump(mode="json"),

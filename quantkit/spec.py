@@ -109,6 +109,10 @@ class ModelSpec(_Spec):
 
 # --------------------------------------------------------------------------- export
 class ExportSpec(_Spec):
+    exporter: Literal["auto", "quantkit", "optimum"] = Field("auto", description="What writes the FP32 ONNX graph. "
+        "quantkit: quantkit's own exporter (TorchScript, eager attention; inputs from the tokenizer, outputs from the "
+        "task), on every stack; optimum: optimum-onnx's, only where it is installed (`quantkit[optimum]`); auto: "
+        "quantkit when it supports the model type and task, else optimum where installed.")
     opset: int = Field(18, ge=13, le=21, description="ONNX opset to export with.")
     dynamic_axes: list[Literal["batch", "sequence"]] = Field(
         default_factory=lambda: ["batch", "sequence"],

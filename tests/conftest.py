@@ -59,7 +59,8 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS, *[f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz"]]
     vocab += list("abcdefghijklmnopqrstuvwxyz")
     (path / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
-    tokenizer = BertTokenizerFast(vocab_file=str(path / "vocab.txt"), do_lower_case=True, model_max_length=128)
+    tokenizer = BertTokenizerFast(str(path / "vocab.txt"),  # positional: vocab_file (4.57) or vocab (5.x)
+                                  do_lower_case=True, model_max_length=128)
     config = BertConfig(
         vocab_size=len(vocab),
         hidden_size=32,
@@ -134,10 +135,21 @@ evaluation:
 """
 
 
+@pytest.hookimpl(trylast=True)  # after -m deselection: only what will run counts
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Integration tests need ../shared; fail loudly (never skip silently) when it is missing."""
+    """Integration tests need ../shared, ``optimum`` tests need optimum-onnx: fail loudly (never skip
+    silently) when a selected test lacks them. The default run deselects ``optimum`` by marker (addopts)."""
     if any("integration" in item.keywords for item in items) and not REFERENCE_MODEL.is_dir():
         raise pytest.UsageError(f"integration tests need the reference model at {REFERENCE_MODEL}")
+    marked = [item.nodeid for item in items if "optimum" in item.keywords]
+    if marked:
+        from quantkit.export import optimum_onnx_available
+
+        if not optimum_onnx_available():
+            raise pytest.UsageError(
+                f"{len(marked)} selected test(s) are marked optimum (e.g. {marked[0]}) but optimum-onnx is not "
+                "importable here; run them in the optimum stack (bash scripts/setup.sh --stack optimum; "
+                ".venv-optimum/bin/python -m pytest -m optimum), or deselect them with -m 'not optimum'")
 
 
 # --------------------------------------------------------------------------- tiny models of every task
@@ -153,7 +165,8 @@ def _tiny_tokenizer_and_config(path: Path, **config_kwargs):
              "what", "?", ".", *[f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz"]]
     vocab += list("abcdefghijklmnopqrstuvwxyz")
     (path / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
-    tokenizer = BertTokenizerFast(vocab_file=str(path / "vocab.txt"), do_lower_case=True, model_max_length=128)
+    tokenizer = BertTokenizerFast(str(path / "vocab.txt"),  # positional: vocab_file (4.57) or vocab (5.x)
+                                  do_lower_case=True, model_max_length=128)
     config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                         intermediate_size=64, max_position_embeddings=128, **config_kwargs)
     return tokenizer, config
@@ -233,4 +246,55 @@ def tiny_task_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             for row in rows:
                 f.write(json.dumps(row) + "\n")
         out[task] = path / name
+    return out
+
+
+# --------------------------------------------------------------------------- every task quantized once
+def task_spec(task: str, model: Path, data: Path, tmp: Path, **extra) -> dict:
+    """A fast dynamic-int8 spec for ``task``'s tiny model and data (dotted ``extra`` keys override)."""
+    columns = {"text-classification": {}, "token-classification": {}, "question-answering": {},
+               "feature-extraction": {"text_columns": ["sentence1", "sentence2"], "label_column": "score"}}[task]
+    spec = {
+        "spec_version": 1,
+        "model": {"name_or_path": str(model), "task": task},
+        "quantization": {"approach": "dynamic", "op_types": ["MatMul"]},
+        "data": {"evaluation": {"path": str(data), **columns}, "max_length": 64},
+        "evaluation": {"batch_size": 8, "latency": {"batch_size": 2, "sequence_length": 16, "warmup": 1,
+                                                    "repeats": 3, "rounds": 2}},
+        "task_options": {"doc_stride": 16},
+        "output": {"dir": str(tmp / "out")},
+    }
+    for key, value in extra.items():
+        node = spec
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return spec
+
+
+def write_yaml(tmp: Path, spec: dict) -> Path:
+    import yaml
+
+    path = tmp / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec), encoding="utf-8")
+    return path
+
+
+ALL_TASKS = ("text-classification", "token-classification", "feature-extraction", "question-answering")
+
+
+@pytest.fixture(scope="session")
+def tiny_quantized(tiny_model_dir, tiny_data_dir, tiny_task_models, tiny_task_data, tmp_path_factory):
+    """Every task's tiny model quantized once per session (dynamic int8, quantkit's exporter) with the
+    Quantizer API: ``{task: QuantizationResult}``."""
+    from quantkit import Quantizer
+
+    models = {**tiny_task_models, "text-classification": tiny_model_dir}
+    data = {**tiny_task_data, "text-classification": tiny_data_dir / "validation.jsonl"}
+    out = {}
+    for task in ALL_TASKS:
+        tmp = tmp_path_factory.mktemp(f"q-{task}")
+        path = write_yaml(tmp, task_spec(task, models[task], data[task], tmp))
+        out[task] = Quantizer.from_pretrained(models[task]).quantize(path, progress=False)
     return out

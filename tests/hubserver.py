@@ -40,6 +40,16 @@ __all__ = ["HubServer", "Recorded", "Fault", "Malformed", "MALFORMED", "git_sha1
 MALFORMED = ("not-json", "empty", "list", "null", "missing-keys", "wrong-types", "truncated")
 
 
+def reset_hub_sessions() -> None:
+    """Drop huggingface_hub's shared HTTP session (``reset_sessions`` in 0.x, ``close_session`` in 1.x/2.x),
+    so the next request sees the patched endpoint and offline mode."""
+    from huggingface_hub import utils
+
+    reset = getattr(utils, "reset_sessions", None) or getattr(utils, "close_session", None)
+    if reset is not None:
+        reset()
+
+
 def git_sha1(data: bytes) -> str:
     """The git blob id of ``data`` (what the Hub calls a regular file's oid)."""
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
@@ -411,7 +421,8 @@ class HubServer:
         url = f"{self.url}/{repo_id}"
         if repo_id in self.repos:
             return _json({"error": "You already created this model repo", "url": url}, 409)
-        self._create(repo_id, bool(payload.get("private")))
+        # huggingface_hub < 2 sends private: true; 2.x sends visibility: "private"
+        self._create(repo_id, bool(payload.get("private")) or payload.get("visibility") == "private")
         return _json({"url": url, "name": repo_id, "id": repo_id})
 
     def _model_info(self, repo_id: str, revision: str, authorized: bool) -> tuple[int, dict[str, str], bytes]:

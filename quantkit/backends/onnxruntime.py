@@ -29,7 +29,6 @@ from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_d
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from ..data import TextDataset
-from ..errors import QuantizationError
 from ..faults import fault_point
 from ..export import onnx_io
 from ..spec import CalibrationSpec, QuantizationConfig
@@ -225,25 +224,30 @@ class OnnxRuntimeBackend(Backend):
             return calibration_s
 
     def ort_config(self, config: QuantizationConfig, opset: int) -> dict[str, Any] | None:
-        from optimum.onnxruntime.configuration import ORTConfig
-        from optimum.onnxruntime.configuration import QuantizationConfig as OptimumQuantizationConfig
-        from onnxruntime.quantization import QuantizationMode
-
+        """``ort_config.json``: the config in the layout of optimum-onnx's ``ORTConfig.to_dict()`` (what
+        ``ORTModel`` reads beside the model), written without importing optimum-onnx."""
         static = config.approach == "static"
-        qconfig = OptimumQuantizationConfig(
-            is_static=static,
-            format=QuantFormat.QDQ if static and config.quant_format == "qdq" else QuantFormat.QOperator,
-            mode=QuantizationMode.QLinearOps if static else QuantizationMode.IntegerOps,
-            activations_dtype=_QUANT_TYPES[config.activation_type],
-            activations_symmetric=config.activation_symmetric,
-            weights_dtype=_QUANT_TYPES[config.weight_type],
-            weights_symmetric=config.symmetric_weights,
-            per_channel=config.per_channel,
-            reduce_range=config.reduce_range,
-            nodes_to_exclude=list(config.nodes_to_exclude),
-            operators_to_quantize=list(config.op_types),
-        )
-        try:
-            return ORTConfig(opset=opset, quantization=qconfig).to_dict()
-        except Exception as exc:  # noqa: BLE001
-            raise QuantizationError(f"cannot describe the config in Optimum's ORTConfig: {exc}") from exc
+        fmt = QuantFormat.QDQ if static and config.quant_format == "qdq" else QuantFormat.QOperator
+        return {
+            "opset": opset,
+            "use_external_data_format": False,
+            "one_external_file": True,
+            "optimization": {},
+            "quantization": {
+                "is_static": static,
+                "format": fmt.name,
+                "mode": "QLinearOps" if static else "IntegerOps",
+                "activations_dtype": _QUANT_TYPES[config.activation_type].name,
+                "activations_symmetric": bool(config.activation_symmetric),
+                "weights_dtype": _QUANT_TYPES[config.weight_type].name,
+                "weights_symmetric": config.symmetric_weights,
+                "per_channel": config.per_channel,
+                "reduce_range": config.reduce_range,
+                "nodes_to_quantize": [],
+                "nodes_to_exclude": list(config.nodes_to_exclude),
+                "operators_to_quantize": list(config.op_types),
+                "qdq_add_pair_to_weight": False,
+                "qdq_dedicated_pair": False,
+                "qdq_op_type_per_channel_support_to_axis": {"MatMul": 1},
+            },
+        }

@@ -178,7 +178,9 @@ _OFFSET_POSITIONS = {"roberta", "xlm-roberta", "camembert", "data2vec-text", "lo
 
 def relative_positions(config: Any) -> bool:
     """Whether positions are rotary/relative (longer inputs still run; max_position_embeddings is advisory)."""
-    return (getattr(config, "rope_theta", None) is not None or getattr(config, "position_biased_input", True) is False
+    rope = getattr(config, "rope_parameters", None)  # transformers 5 keeps rope_theta in rope_parameters
+    return (getattr(config, "rope_theta", None) is not None or isinstance(rope, dict) and bool(rope)
+            or getattr(config, "position_biased_input", True) is False
             or "rotary" in str(getattr(config, "position_embedding_type", "")))
 
 
@@ -291,17 +293,30 @@ def check_task(ctx: CheckContext) -> list[Problem]:
     task, config = memo.value, get_config(ctx).value
     if task is None or config is None:
         return problems
+    from ..export import base as export_base
     from ..models import exportable_tasks
     from ..tasks import task_names
 
     model_type = getattr(config, "model_type", None) or "?"
-    supported = exportable_tasks(model_type)
+    choice = ctx.spec.export.exporter
+    if choice == "optimum" and not export_base.optimum_onnx_available():
+        problems.append(error(
+            "export.exporter", "optimum, but optimum-onnx is not installed (it needs the transformers 4.57 stack)",
+            "use export.exporter: quantkit (or auto), or install quantkit[optimum] in a separate environment "
+            "(bash scripts/setup.sh --stack optimum)",
+        ))
+        return problems
+    supported = exportable_tasks(model_type, choice)
     if not supported:
+        either = ("neither quantkit's exporter nor optimum-onnx supports it" if export_base.optimum_onnx_available()
+                  else "quantkit's exporter does not support it (optimum-onnx is not installed)")
+        who = {"quantkit": "quantkit's exporter does not support it",
+               "optimum": "optimum-onnx has no export config for it"}.get(choice, either)
         problems.append(error(
             "model.name_or_path",
-            f"model type {model_type!r} ({type(config).__name__}) cannot be exported to ONNX: optimum-onnx has no "
-            "export config for it",
-            "choose a model of an exportable type (bert, distilbert, roberta, deberta-v2, electra, ...)",
+            f"model type {model_type!r} ({type(config).__name__}) cannot be exported to ONNX: {who}",
+            "choose a model of an exportable type (bert, distilbert, roberta, xlm-roberta, deberta-v2, electra, "
+            "mpnet, modernbert, ...)",
         ))
     elif task not in supported:
         problems.append(error("model.task", f"{task!r} cannot be exported for model type {model_type!r}; "

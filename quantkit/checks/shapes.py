@@ -1,7 +1,8 @@
 """Stage 4: symbolic shapes.
 
-- The graph to be exported: optimum's ONNX export config for (model type, task) names every input
-  with its dynamic axes and dtype; each must be produced by the tokenizer pipeline
+- The graph to be exported: the exporter ``export.exporter`` resolves to names every input with its
+  dynamic axes and dtype (quantkit's: the tokenizer's inputs the model's ``forward`` takes; optimum-onnx's:
+  its ONNX export config for (model type, task)); each must be produced by the tokenizer pipeline
   (:func:`quantkit.data.encode` → int64 ``[batch, sequence]``) with the right dtype and rank.
 - Axes pinned by ``export.dynamic_axes`` must agree with every batch size and length the run uses.
 - An existing ONNX model (``--model`` folder with ``model.onnx``, or :func:`check_onnx_model`)
@@ -20,7 +21,7 @@ import numpy as np
 from ..spec import QuantizationSpec
 from .base import CheckContext, Memo, Problem, check, error, warning
 from .dataset import get_rows, rows_used, tokenized_sample
-from .model import get_config, get_task
+from .model import get_config, get_task, get_tokenizer
 
 __all__ = ["get_onnx_config", "check_onnx_model", "pipeline_feeds"]
 
@@ -28,23 +29,54 @@ _AXIS = {"batch": 0, "sequence": 1}
 
 
 def get_onnx_config(ctx: CheckContext) -> Memo:
-    """optimum's ONNX export config for the model type and task (what ``export_onnx`` will use)."""
+    """The inputs of the graph ``export_onnx`` will write: ``{name: (axes by index, dtype, rank)}`` from the
+    exporter ``export.exporter`` resolves to (None when the model or task is unknown)."""
 
     def compute() -> Memo:
         config, task = get_config(ctx).value, get_task(ctx).value
         if config is None or task is None:
             return Memo(None)
-        import optimum.exporters.onnx.model_configs  # noqa: F401  (registers the ONNX configs)
-        from optimum.exporters.tasks import TasksManager
+        from ..export import resolve_exporter
 
+        model_type = getattr(config, "model_type", "") or ""
+        exporter = resolve_exporter(ctx.spec.export.exporter, model_type, task)
+        if exporter == "optimum":
+            return Memo(_optimum_inputs(config, task))
+        from ..export.torchscript import graph_inputs, model_class
+
+        tok = get_tokenizer(ctx).value
+        cls = model_class(config, task)
+        if cls is None or tok is None:
+            return Memo(None)  # model.task / model.tokenizer report why
         try:
-            ctor = TasksManager.get_exporter_config_constructor(
-                exporter="onnx", model_type=config.model_type, task=task, library_name="transformers")
-            return Memo(ctor(config))
-        except (KeyError, ValueError):
-            return Memo(None)  # model.task reports why
+            names = graph_inputs(cls, tok, config)
+        except Exception:  # noqa: BLE001 - model.task reports a model quantkit cannot export
+            return Memo(None)
+        return Memo({n: ({0: "batch_size", 1: "sequence_length"}, "int64", 2) for n in names})
 
     return ctx.memo("onnx_config", compute)
+
+
+def _optimum_inputs(config: Any, task: str) -> dict[str, tuple[dict[int, str], str, int]] | None:
+    import optimum.exporters.onnx.model_configs  # noqa: F401  (registers the ONNX configs)
+    from optimum.exporters.tasks import TasksManager
+
+    try:
+        ctor = TasksManager.get_exporter_config_constructor(
+            exporter="onnx", model_type=config.model_type, task=task, library_name="transformers")
+        onnx_config = ctor(config)
+    except (KeyError, ValueError):
+        return None  # model.task reports why
+    try:
+        dummy = onnx_config.generate_dummy_inputs(framework="np")
+    except Exception:  # noqa: BLE001 - some configs need more than the model config
+        dummy = {}
+    out = {}
+    for name, axes in onnx_config.inputs.items():
+        rank = dummy[name].ndim if name in dummy else ((max(axes) + 1) if axes else 0)
+        full = {i: axes.get(i, dummy[name].shape[i] if name in dummy else "?") for i in range(rank)}
+        out[name] = (full, str(dummy[name].dtype) if name in dummy else "int64", rank)
+    return out
 
 
 def _fmt(shape: Any) -> str:
@@ -66,22 +98,13 @@ def pipeline_feeds(ctx: CheckContext) -> dict[str, tuple[str, list[Any]]] | None
 def check_export_inputs(ctx: CheckContext) -> list[Problem]:
     """Every input of the graph to export is produced by the tokenizer pipeline, with its dtype and rank."""
     problems = list(tokenized_sample(ctx).problems)
-    onnx_config = get_onnx_config(ctx).value
+    graph = get_onnx_config(ctx).value
     feeds = pipeline_feeds(ctx)
-    if onnx_config is None or feeds is None:
+    if graph is None or feeds is None:
         return problems
-    try:
-        dummy = onnx_config.generate_dummy_inputs(framework="np")
-    except Exception:  # noqa: BLE001 - some configs need more than the model config
-        dummy = {}
     produced = ", ".join(feeds)
-    for name, axes in onnx_config.inputs.items():
-        rank = (max(axes) + 1) if axes else 0
+    for name, (axes, dtype, rank) in graph.items():
         names = [axes.get(i, "?") for i in range(rank)]
-        if name in dummy:
-            rank = dummy[name].ndim
-            names = [axes.get(i, d) for i, d in enumerate(dummy[name].shape)]
-        dtype = str(dummy[name].dtype) if name in dummy else "int64"
         if name not in feeds:
             problems.append(error(
                 "model.name_or_path",

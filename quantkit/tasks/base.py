@@ -8,7 +8,9 @@ extractive reader):
 - how raw outputs become predictions (:meth:`Task.predict_batch`, :meth:`Task.collect`);
 - its metrics (the first is the default; the spec's ``evaluation.metric`` picks one) and its label-free
   agreement with FP32 (:meth:`Task.agreement`), used by ``metric: agreement``, the shape grid and the search;
-- the ``ORTModelFor*`` class, the ``pipeline()`` task and the model-card metadata;
+- how :mod:`quantkit.runtime` serves an artifact (:meth:`Task.serve_examples`, :meth:`Task.serve_encode`,
+  :meth:`Task.serve_outputs`: what the task's ``transformers.pipeline`` returns, without optimum-onnx);
+- the ``ORTModelFor*`` class, the ``pipeline()`` task and the model-card metadata (both ways of loading);
 - whether quantization-aware training is possible, and its loss.
 
 Nothing else in quantkit branches on the task name: it asks the task.
@@ -29,7 +31,7 @@ from ..errors import DataError, EvaluationError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Task", "MetricInfo", "Columns", "RowProblem"]
+__all__ = ["Task", "MetricInfo", "Columns", "RowProblem", "ServeBatch", "softmax"]
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,23 @@ class Predictions:
 
     values: Any
     raw: np.ndarray | None = field(default=None, repr=False)
+
+
+@dataclass
+class ServeBatch:
+    """Examples tokenized for inference (:mod:`quantkit.runtime`): the feeds, padded to the longest row, and
+    what post-processing needs (``meta``: per-row offsets, windows' examples, ...; ``examples``: the inputs)."""
+
+    feeds: dict[str, np.ndarray]
+    examples: list[Any]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Numerically stable softmax (float64 internally, float32 out)."""
+    z = np.asarray(x, dtype=np.float64)
+    z = np.exp(z - z.max(axis=axis, keepdims=True))
+    return (z / z.sum(axis=axis, keepdims=True)).astype(np.float32)
 
 
 class Task:
@@ -246,6 +265,42 @@ class Task:
     def training_loss(self, outputs: Any, targets: Any) -> Any:
         raise NotImplementedError
 
+    # ------------------------------------------------------------------ serving (quantkit.runtime)
+    def serve_examples(self, inputs: Any, kwargs: dict[str, Any]) -> tuple[list[Any], bool]:
+        """A call's inputs as a list of examples, and whether one example (not a list) was given."""
+        if kwargs:
+            raise TypeError(f"{self.name}: unexpected keyword argument(s) {', '.join(sorted(kwargs))}")
+        if inputs is None:
+            raise TypeError(f"{self.name}: nothing to run (pass a text or a list of texts)")
+        if isinstance(inputs, list):
+            return list(inputs), False
+        return [inputs], True
+
+    def serve_encode(self, tokenizer: Any, examples: list[Any], *, max_length: int) -> ServeBatch:
+        """Tokenize ``examples`` for inference (truncated to ``max_length``, padded to the longest)."""
+        texts = [self._serve_text(e) for e in examples]
+        enc = tokenizer(texts, truncation=True, max_length=max_length, padding=True, return_tensors="np")
+        return ServeBatch(self._feeds(enc, tokenizer), examples)
+
+    @staticmethod
+    def _serve_text(example: Any) -> str:
+        if not isinstance(example, str):
+            raise TypeError(f"expected a text (str), got {type(example).__name__}")
+        return example
+
+    def _feeds(self, enc: Any, tokenizer: Any) -> dict[str, np.ndarray]:
+        return {n: np.asarray(enc[n]).astype(np.int64) for n in ("input_ids", "attention_mask", "token_type_ids")
+                if n in enc}
+
+    def serve_outputs(self, outputs: dict[str, np.ndarray], batch: ServeBatch, tokenizer: Any,
+                      **options: Any) -> list[Any]:
+        """One result per example of ``batch``, in the shape the task's ``transformers.pipeline`` returns."""
+        raise NotImplementedError
+
+    def serve_collect(self, results: list[Any], single: bool) -> Any:
+        """The call's return value from the per-example results."""
+        return results[0] if single else results
+
     # ------------------------------------------------------------------ artifacts
     def extra_files(self) -> dict[str, Path]:
         """Files of the source model folder the artifact keeps (e.g. a sentence-transformers pooling config)."""
@@ -260,6 +315,15 @@ class Task:
             f'model = {self.ort_model}.from_pretrained("{repo_id}")',
             f'tokenizer = AutoTokenizer.from_pretrained("{repo_id}")',
             f'pipe = pipeline("{self.pipeline_task}", model=model, tokenizer=tokenizer)',
+            f"print(pipe({self.usage_example()!r}))",
+        ]
+
+    def runtime_usage(self, repo_id: str) -> list[str]:
+        """Python lines that load the artifact with :func:`quantkit.runtime.load` and run it."""
+        return [
+            "from quantkit.runtime import load",
+            "",
+            f'pipe = load("{repo_id}")',
             f"print(pipe({self.usage_example()!r}))",
         ]
 

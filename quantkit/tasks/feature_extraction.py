@@ -25,7 +25,7 @@ import numpy as np
 from ..data import TextDataset
 from ..errors import DataError, EvaluationError
 from ..metrics import correlation, cosine_rows
-from .base import Columns, MetricInfo, RowProblem, Task
+from .base import Columns, MetricInfo, RowProblem, ServeBatch, Task
 
 logger = logging.getLogger(__name__)
 
@@ -170,10 +170,28 @@ class FeatureExtraction(Task):
     def agreement(self, reference: Any, predictions: Any) -> float:
         return float(np.mean(cosine_rows(np.asarray(reference), np.asarray(predictions))))
 
+    def serve_outputs(self, outputs: dict[str, np.ndarray], batch: ServeBatch, tokenizer: Any,
+                      **options: Any) -> list[Any]:
+        """One sentence embedding per text, pooled (and normalised) as :attr:`pooling` / :attr:`normalize` say."""
+        if options:
+            raise TypeError(f"feature-extraction: unexpected option(s) {', '.join(sorted(options))}")
+        return list(self.predict_batch(outputs, batch.feeds, None, 0))  # type: ignore[arg-type]
+
+    def serve_collect(self, results: list[Any], single: bool) -> Any:
+        """``[hidden]`` for one text, ``[n, hidden]`` for a list."""
+        if single:
+            return results[0]
+        return np.stack(results) if results else np.empty((0, 0), dtype=np.float32)
+
     def extra_files(self) -> dict[str, Path]:
         if self.model_dir is None:
             return {}
         return {name: Path(self.model_dir) / name for name in _ST_FILES if (Path(self.model_dir) / name).is_file()}
+
+    def runtime_usage(self, repo_id: str) -> list[str]:
+        how = f"{self.pooling} pooling" + (", L2-normalised" if self.normalize else "")
+        return super().runtime_usage(repo_id)[:-1] + [
+            f'embedding = pipe("{self.usage_example()}")  # [hidden]: {how}; a list of texts gives [n, hidden]']
 
     def usage(self, repo_id: str) -> list[str]:
         pooled = {"mean": "(out * mask).sum(1) / mask.sum(1)", "cls": "out[:, 0]"}.get(self.pooling)

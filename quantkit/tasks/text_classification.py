@@ -11,7 +11,7 @@ import numpy as np
 from ..data import TextDataset
 from ..errors import DataError
 from ..metrics import METRICS, compute_metric, correlation, to_predictions
-from .base import Columns, MetricInfo, RowProblem, Task
+from .base import Columns, MetricInfo, RowProblem, ServeBatch, Task, softmax
 
 __all__ = ["TextClassification", "class_labels"]
 
@@ -151,3 +151,54 @@ class TextClassification(Task):
 
     def usage_example(self) -> Any:
         return "Congratulations, you won a free cruise! Click here."
+
+    # ------------------------------------------------------------------ serving
+    def serve_encode(self, tokenizer: Any, examples: list[Any], *, max_length: int) -> ServeBatch:
+        """A text, a ``(text, text_pair)`` tuple or a ``{"text", "text_pair"}`` dict per example."""
+        pairs = [self._pair(e) for e in examples]
+        with_pair = [b is not None for _, b in pairs]
+        if any(with_pair) and not all(with_pair):
+            raise TypeError("text-classification: a batch mixes single texts and text pairs; run them separately")
+        first = [a for a, _ in pairs]
+        if all(with_pair) and pairs:
+            enc = tokenizer(first, [b for _, b in pairs], truncation=True, max_length=max_length, padding=True,
+                            return_tensors="np")
+        else:
+            enc = tokenizer(first, truncation=True, max_length=max_length, padding=True, return_tensors="np")
+        return ServeBatch(self._feeds(enc, tokenizer), examples)
+
+    @staticmethod
+    def _pair(example: Any) -> tuple[str, str | None]:
+        if isinstance(example, str):
+            return example, None
+        if isinstance(example, dict) and "text" in example:
+            return str(example["text"]), (None if example.get("text_pair") is None else str(example["text_pair"]))
+        if isinstance(example, tuple) and len(example) == 2:
+            return str(example[0]), str(example[1])
+        raise TypeError(f"text-classification: expected a text, a (text, text_pair) tuple or a dict with text / "
+                        f"text_pair, got {type(example).__name__}")
+
+    def scores(self, logits: np.ndarray) -> np.ndarray:
+        """Label scores as ``pipeline("text-classification")`` computes them: softmax for classifiers, sigmoid
+        for multi-label or one-logit models, the raw value for ``problem_type: regression``."""
+        cfg = self.model_config
+        problem = getattr(cfg, "problem_type", None)
+        logits = np.asarray(logits, dtype=np.float32)
+        if problem == "regression":
+            return logits
+        if problem == "multi_label_classification" or logits.shape[-1] == 1:
+            return (1.0 / (1.0 + np.exp(-logits.astype(np.float64)))).astype(np.float32)
+        return softmax(logits)
+
+    def serve_outputs(self, outputs: dict[str, np.ndarray], batch: ServeBatch, tokenizer: Any,
+                      top_k: int | None = 1, **options: Any) -> list[Any]:
+        """``{"label", "score"}`` per example (``top_k=1``), else its labels best first (``None``: all)."""
+        if options:
+            raise TypeError(f"text-classification: unexpected option(s) {', '.join(sorted(options))}")
+        id2label = {int(k): str(v) for k, v in (getattr(self.model_config, "id2label", None) or {}).items()}
+        results = []
+        for row in self.scores(outputs["logits"]):
+            ranked = [{"label": id2label.get(i, f"LABEL_{i}"), "score": float(row[i])}
+                      for i in np.argsort(-row, kind="stable")]
+            results.append(ranked[0] if top_k == 1 else ranked[: top_k if top_k is not None else len(ranked)])
+        return results

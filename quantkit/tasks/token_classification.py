@@ -11,9 +11,9 @@ import numpy as np
 from ..data import TextDataset
 from ..errors import DataError
 from ..metrics import entity_scores, token_accuracy
-from .base import Columns, MetricInfo, RowProblem, Task
+from .base import Columns, MetricInfo, RowProblem, ServeBatch, Task, softmax
 
-__all__ = ["TokenClassification", "word_tokenizer"]
+__all__ = ["TokenClassification", "WordList", "group_entities", "word_tokenizer"]
 
 _IGNORE = -100
 
@@ -38,6 +38,41 @@ def word_tokenizer(tokenizer: Any) -> Any:
         tok.backend_tokenizer.pre_tokenizer = getattr(pre_tokenizers, kind)(**state)
     tok.add_prefix_space = True
     return tok
+
+
+class WordList(tuple):
+    """One pre-split example (``runtime(words=[...])``): tagged word by word, not grouped into spans."""
+
+
+def _bio(tag: str) -> tuple[str, str]:
+    if tag.startswith("B-"):
+        return "B", tag[2:]
+    if tag.startswith("I-"):
+        return "I", tag[2:]
+    return "I", tag  # not IOB: a continuation, as transformers reads it
+
+
+def group_entities(tokens: list[dict[str, Any]], tokenizer: Any) -> list[dict[str, Any]]:
+    """``aggregation_strategy="simple"`` of ``pipeline("token-classification")``: adjacent tokens of the same
+    type join unless the next one is a ``B-``; the group's score is the mean; ``O`` groups are dropped."""
+    groups, current = [], []
+
+    def close() -> None:
+        if current:
+            tag = current[0]["entity"].split("-", 1)[-1]
+            groups.append({"entity_group": tag, "score": float(np.mean([t["score"] for t in current])),
+                           "word": tokenizer.convert_tokens_to_string([t["word"] for t in current]),
+                           "start": current[0]["start"], "end": current[-1]["end"]})
+
+    for tok in tokens:
+        if current:
+            bi, tag = _bio(tok["entity"])
+            if not (tag == _bio(current[-1]["entity"])[1] and bi != "B"):
+                close()
+                current = []
+        current.append(tok)
+    close()
+    return [g for g in groups if g["entity_group"] != "O"]
 
 
 class TokenClassification(Task):
@@ -190,6 +225,9 @@ class TokenClassification(Task):
         return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
                                                  ignore_index=_IGNORE)
 
+    def runtime_usage(self, repo_id: str) -> list[str]:
+        return super().runtime_usage(repo_id) + ["# entity spans (simple aggregation); pipe(words=[...]) tags words"]
+
     def usage(self, repo_id: str) -> list[str]:
         lines = super().usage(repo_id)
         return [line.replace(f'pipeline("{self.pipeline_task}", ', f'pipeline("{self.pipeline_task}", '
@@ -197,3 +235,70 @@ class TokenClassification(Task):
 
     def usage_example(self) -> Any:
         return "Ada Lovelace visited London with Charles Babbage."
+
+    # ------------------------------------------------------------------ serving
+    def serve_examples(self, inputs: Any, kwargs: dict[str, Any]) -> tuple[list[Any], bool]:
+        """Texts (entity spans back), or ``words=`` one list of words / a list of them (a tag per word back)."""
+        words = kwargs.pop("words", None)
+        if words is None:
+            return super().serve_examples(inputs, kwargs)
+        if inputs is not None or kwargs:
+            raise TypeError("token-classification: pass texts or words=, not both")
+        if words and all(isinstance(w, str) for w in words):
+            return [WordList(words)], True
+        return [WordList(str(x) for x in w) for w in words], False
+
+    def serve_encode(self, tokenizer: Any, examples: list[Any], *, max_length: int) -> ServeBatch:
+        if not getattr(tokenizer, "is_fast", False):
+            raise DataError("token-classification needs a fast tokenizer (offsets and word ids)")
+        split = [isinstance(e, WordList) for e in examples]
+        if any(split) and not all(split):
+            raise TypeError("token-classification: a batch mixes texts and word lists")
+        common = dict(truncation=True, max_length=max_length, padding=True, return_tensors="np")
+        if examples and all(split):
+            enc = tokenizer([list(e) for e in examples], is_split_into_words=True, **common)
+            first = np.full(enc["input_ids"].shape, -1, dtype=np.int64)
+            for i in range(len(examples)):
+                previous = None
+                for j, w in enumerate(enc.word_ids(i)):
+                    if w is not None and w != previous:
+                        first[i, j] = w
+                    previous = w
+            return ServeBatch(self._feeds(enc, tokenizer), examples, {"first_subtoken_word": first})
+        texts = [self._serve_text(e) for e in examples]
+        enc = tokenizer(texts, return_offsets_mapping=True, return_special_tokens_mask=True, **common)
+        meta = {"offsets": np.asarray(enc["offset_mapping"]), "special": np.asarray(enc["special_tokens_mask"])}
+        return ServeBatch(self._feeds(enc, tokenizer), examples, meta)
+
+    def serve_outputs(self, outputs: dict[str, np.ndarray], batch: ServeBatch, tokenizer: Any,
+                      **options: Any) -> list[Any]:
+        """Texts: entity spans ``{"entity_group", "score", "word", "start", "end"}`` (simple aggregation);
+        word lists: ``{"word", "entity", "score"}`` per word (its first sub-token's tag; truncated words: O, 0)."""
+        if options:
+            raise TypeError(f"token-classification: unexpected option(s) {', '.join(sorted(options))}")
+        probs = softmax(outputs["logits"])
+        id2label = self.id2label
+        mask = batch.feeds.get("attention_mask", np.ones(probs.shape[:2], dtype=np.int64))
+        results: list[Any] = []
+        for r, example in enumerate(batch.examples):
+            best, score = probs[r].argmax(-1), probs[r].max(-1)
+            if isinstance(example, WordList):
+                tags = [{"word": w, "entity": "O", "score": 0.0} for w in example]
+                for c in np.nonzero(batch.meta["first_subtoken_word"][r] >= 0)[0]:
+                    w = int(batch.meta["first_subtoken_word"][r, c])
+                    tags[w].update(entity=id2label.get(int(best[c]), "O"), score=float(score[c]))
+                results.append(tags)
+                continue
+            ids = batch.feeds["input_ids"][r]
+            tokens = []
+            for j in range(len(ids)):
+                if not mask[r, j] or batch.meta["special"][r, j]:
+                    continue
+                start, end = (int(x) for x in batch.meta["offsets"][r, j])
+                word = tokenizer.convert_ids_to_tokens(int(ids[j]))
+                if int(ids[j]) == getattr(tokenizer, "unk_token_id", None):
+                    word = example[start:end]
+                tokens.append({"entity": id2label.get(int(best[j]), "O"), "score": float(score[j]), "index": j,
+                               "word": word, "start": start, "end": end})
+            results.append(group_entities(tokens, tokenizer))
+        return results

@@ -171,22 +171,21 @@ def test_missing_or_wrong_paths(tmp_path):
 @pytest.fixture
 def local_hub(tmp_path, monkeypatch):
     """The local Hub of tests/hubserver.py with huggingface_hub pointed at it (as in test_hub.py)."""
-    from hubserver import HubServer
+    from hubserver import HubServer, reset_hub_sessions
     from huggingface_hub import constants, file_download
-    from huggingface_hub.utils import reset_sessions
 
     server = HubServer().start()
     template = server.url + "/{repo_id}/resolve/{revision}/{filename}"
     monkeypatch.setenv("HF_ENDPOINT", server.url)
     monkeypatch.setattr(constants, "ENDPOINT", server.url)
     monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", template)
-    monkeypatch.setattr(file_download, "HUGGINGFACE_CO_URL_TEMPLATE", template)
+    monkeypatch.setattr(file_download, "HUGGINGFACE_CO_URL_TEMPLATE", template, raising=False)  # hub 0.x
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
     monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-login-token"))
-    reset_sessions()
+    reset_hub_sessions()
     yield server
-    reset_sessions()
+    reset_hub_sessions()
     server.stop()
 
 

@@ -282,7 +282,7 @@ def test_readme_other_commands_refer_to_what_exists():
             seen.add("bash")
             if not (REPO / tokens[1]).is_file():
                 problems.append(f"{where}: {tokens[1]} does not exist")
-        elif head in (".venv/bin/python", "python") and tokens[1:3] == ["-m", "pytest"]:
+        elif head in (".venv/bin/python", ".venv-optimum/bin/python", "python") and tokens[1:3] == ["-m", "pytest"]:
             seen.add("pytest")
             if "-m" in tokens[3:]:
                 expression = tokens[tokens.index("-m", 3) + 1]
@@ -292,7 +292,7 @@ def test_readme_other_commands_refer_to_what_exists():
             for path in tokens[3:]:
                 if path.startswith("tests/") and not (REPO / path.split("::")[0]).exists():
                     problems.append(f"{where}: {path} does not exist")
-        elif head in (".venv/bin/python", "python") and tokens[1].endswith(".py"):
+        elif head in (".venv/bin/python", ".venv-optimum/bin/python", "python") and tokens[1].endswith(".py"):
             seen.add("script")
             script = REPO / tokens[1]
             if not script.is_file():
@@ -320,7 +320,9 @@ def test_readme_first_commands_are_what_ci_runs():
     assert first[0].startswith("bash scripts/setup.sh && .venv/bin/quantkit quantize --model ../shared/models/minilm-spam")
     assert first[1] == "bash scripts/setup.sh && .venv/bin/python -m pytest"
     assert first[1] in (REPO / ".ci" / "run").read_text(encoding="utf-8")
-    assert ".venv/bin/python -m pytest -m slow" in (REPO / ".ci" / "run").read_text(encoding="utf-8")
+    ci = (REPO / ".ci" / "run").read_text(encoding="utf-8")
+    assert ".venv/bin/python -m pytest -m 'slow and not optimum'" in ci
+    assert "bash scripts/setup.sh --stack optimum" in ci and ".venv-optimum/bin/python -m pytest -m optimum" in ci
 
 
 # --------------------------------------------------------------------------- notebooks

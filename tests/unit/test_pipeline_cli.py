@@ -41,7 +41,8 @@ def test_result_and_folder(tiny_result):
     out = tiny_result.output_dir
     assert out.name == "artifacts"  # output.dir resolved against the spec's folder
     names = {p.name for p in out.iterdir()}
-    assert {"model.onnx", "config.json", "tokenizer.json", "vocab.txt", "ort_config.json",
+    # the tokenizer as its save_pretrained writes it (transformers 5: tokenizer.json, no vocab.txt)
+    assert {"model.onnx", "config.json", "tokenizer.json", "tokenizer_config.json", "ort_config.json",
             "quantkit_report.json", "quantkit_spec.yaml"} <= names
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]
     ops = op_counts(out / "model.onnx")
@@ -67,6 +68,24 @@ def test_report_contents(tiny_result):
     assert ort_config["quantization"]["per_channel"] is True
 
 
+def test_folder_runs_in_the_quantkit_runtime(tiny_result):
+    """Without optimum-onnx: quantkit.runtime loads the static QDQ folder; labels follow the graph's logits."""
+    from quantkit.runtime import load
+
+    out = tiny_result.output_dir
+    clf = load(str(out), threads=1)
+    texts = ["free money offer click now", "meeting tomorrow about the project report"]
+    enc = clf.tokenizer(texts, padding=True, return_tensors="np")
+    sess = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    (direct,) = sess.run(None, {k: v.astype(np.int64) for k, v in enc.items()})
+    np.testing.assert_allclose(clf.run(dict(enc))["logits"], direct, atol=1e-6, rtol=0)
+    preds = clf(texts)
+    assert [p["label"] for p in preds] == [clf.config.id2label[int(i)] for i in direct.argmax(-1)]
+    probs = np.exp(direct) / np.exp(direct).sum(-1, keepdims=True)
+    np.testing.assert_allclose([p["score"] for p in preds], probs.max(-1), atol=1e-5)
+
+
+@pytest.mark.optimum
 def test_folder_loads_in_optimum_and_pipeline(tiny_result, tiny_data_dir):
     from optimum.onnxruntime import ORTModelForSequenceClassification
     from transformers import AutoTokenizer, pipeline

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from conftest import task_spec, write_yaml
 
 from quantkit.metrics import entities, entity_scores, normalize_answer, squad_f1, squad_scores, token_accuracy
 from quantkit.tasks import canonical_task, get_task, infer_task_from_architectures, task_for
@@ -141,7 +142,7 @@ def test_sentence_embedding_matches_pytorch_mean_pooling(tiny_task_models, tiny_
     value = task.compute("spearman", emb, data)
     from scipy.stats import spearmanr
 
-    cos = np.sum(ref[:40] * ref[40:], axis=1)
+    cos = np.sum(emb[:40] * emb[40:], axis=1)  # the metric on these embeddings (ref's cosines tie-break apart)
     assert value == pytest.approx(spearmanr(data.examples["scores"], cos)[0], abs=1e-6)
 
 
@@ -166,47 +167,13 @@ def test_token_alignment_first_subtoken(tiny_task_models):
 
 
 # --------------------------------------------------------------------------- end to end on tiny models
-def _spec(task: str, model: Path, data: Path, tmp: Path, **extra) -> dict:
-    columns = {"token-classification": {}, "question-answering": {},
-               "feature-extraction": {"text_columns": ["sentence1", "sentence2"], "label_column": "score"}}[task]
-    spec = {
-        "spec_version": 1,
-        "model": {"name_or_path": str(model), "task": task},
-        "quantization": {"approach": "dynamic", "op_types": ["MatMul"]},
-        "data": {"evaluation": {"path": str(data), **columns}, "max_length": 64},
-        "evaluation": {"batch_size": 8, "latency": {"batch_size": 2, "sequence_length": 16, "warmup": 1,
-                                                    "repeats": 3, "rounds": 2}},
-        "task_options": {"doc_stride": 16},
-        "output": {"dir": str(tmp / "out")},
-    }
-    for key, value in extra.items():
-        node = spec
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-    return spec
-
-
-def _write(tmp: Path, spec: dict) -> Path:
-    import yaml
-
-    path = tmp / "spec.yaml"
-    path.write_text(yaml.safe_dump(spec), encoding="utf-8")
-    return path
+_spec, _write = task_spec, write_yaml
 
 
 @pytest.fixture(scope="module")
-def quantized(tiny_task_models, tiny_task_data, tmp_path_factory):
-    """Each task's tiny model quantized once (dynamic int8) through the Quantizer API."""
-    from quantkit import Quantizer
-
-    out = {}
-    for task in TASKS:
-        tmp = tmp_path_factory.mktemp(f"q-{task}")
-        path = _write(tmp, _spec(task, tiny_task_models[task], tiny_task_data[task], tmp))
-        out[task] = Quantizer.from_pretrained(tiny_task_models[task]).quantize(path, progress=False)
-    return out
+def quantized(tiny_quantized):
+    """Each task's tiny model quantized once (dynamic int8) through the Quantizer API (conftest)."""
+    return tiny_quantized
 
 
 EXPECTED_METRIC = {"token-classification": "f1", "feature-extraction": "spearman", "question-answering": "f1"}
@@ -254,6 +221,7 @@ def test_dynamic_axes_at_three_shapes(quantized, task):
             assert outs["start_logits"].shape == outs["end_logits"].shape == (batch, seq)
 
 
+@pytest.mark.optimum
 @pytest.mark.parametrize("task", TASKS)
 def test_artifact_loads_with_optimum_and_pipeline(quantized, task):
     import onnxruntime as ort

@@ -1,24 +1,25 @@
-"""Export a transformers model to ONNX (optimum-onnx) and check it against PyTorch."""
+"""What every exporter shares: the exported model, its inputs/axes, pinned axes, and the check against PyTorch."""
 
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .errors import ExportError, ExportValidationError
-from .models import LoadedModel
-from .spec import ExportSpec
+from ..errors import ExportError, ExportValidationError
+from ..models import LoadedModel
+from ..spec import ExportSpec
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ExportedModel", "export_onnx", "validate_outputs", "onnx_io", "symbolic_axes"]
+__all__ = ["ExportedModel", "validate_outputs", "validation_shapes", "onnx_io", "symbolic_axes", "fix_axes",
+           "sample_inputs", "INPUT_AXES"]
 
-#: Names optimum-onnx gives the dynamic input axes.
+#: Symbolic names of the tokenizer inputs' axes (optimum-onnx's names, kept so graphs look the same).
+INPUT_AXES = {0: "batch_size", 1: "sequence_length"}
+#: Spec axis name → input dimension.
 _AXIS_NAMES = {"batch": 0, "sequence": 1}
 
 
@@ -32,6 +33,8 @@ class ExportedModel:
     input_names: list[str] = field(default_factory=list)
     output_names: list[str] = field(default_factory=list)
     max_abs_diff: float | None = None
+    #: The exporter that wrote it (``quantkit`` or ``optimum``; see :data:`quantkit.export.EXPORTERS`).
+    exporter: str = "quantkit"
 
 
 def onnx_io(path: str | Path) -> tuple[list[str], list[str]]:
@@ -54,7 +57,7 @@ def symbolic_axes(path: str | Path) -> dict[str, list[str | int]]:
     return out
 
 
-def _fix_axes(path: Path, spec: ExportSpec) -> None:
+def fix_axes(path: Path, spec: ExportSpec) -> None:
     """Pin the input axes that are not listed in ``spec.dynamic_axes``."""
     import onnx
 
@@ -76,7 +79,7 @@ def _fix_axes(path: Path, spec: ExportSpec) -> None:
     onnx.save(model, str(path))
 
 
-def _sample_inputs(
+def sample_inputs(
     input_names: list[str], batch: int, seq: int, vocab_size: int, rng: np.random.Generator
 ) -> dict[str, np.ndarray]:
     feeds: dict[str, np.ndarray] = {}
@@ -131,7 +134,7 @@ def validate_outputs(
     vocab = int(getattr(loaded.config, "vocab_size", 1000))
     worst = 0.0
     for batch, seq in shapes:
-        feeds = _sample_inputs(input_names, batch, seq, vocab, rng)
+        feeds = sample_inputs(input_names, batch, seq, vocab, rng)
         onnx_out = session.run(None, feeds)
         with torch.inference_mode():
             ref = loaded.model(**{k: torch.from_numpy(v) for k, v in feeds.items()})
@@ -155,40 +158,3 @@ def validate_outputs(
                 )
     logger.info("ONNX export matches PyTorch: max abs diff %.3g (atol %g) at shapes %s", worst, atol, shapes)
     return worst
-
-
-def export_onnx(loaded: LoadedModel, output_dir: str | Path, spec: ExportSpec) -> ExportedModel:
-    """Export ``loaded`` to ``output_dir/model.onnx`` with symbolic batch/sequence axes, then validate it."""
-    from optimum.exporters.onnx import onnx_export_from_model
-
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="quantkit-export-") as tmp:
-        try:
-            onnx_export_from_model(
-                loaded.model,
-                output=tmp,
-                opset=spec.opset,
-                task=loaded.task,
-                do_validation=False,
-            )
-        except Exception as exc:  # noqa: BLE001 - the exporter raises anything
-            raise ExportError(f"optimum-onnx could not export {loaded.name_or_path} ({loaded.task}): {exc}") from exc
-        produced = sorted(Path(tmp).glob("*.onnx"))
-        if len(produced) != 1:
-            raise ExportError(
-                f"expected one ONNX file from the exporter, got {[p.name for p in produced]}; "
-                "multi-file (encoder-decoder) models are not supported yet"
-            )
-        path = output_dir / "model.onnx"
-        shutil.move(str(produced[0]), path)
-        data_file = Path(tmp) / (produced[0].name + "_data")
-        if data_file.exists():
-            shutil.move(str(data_file), output_dir / data_file.name)
-    _fix_axes(path, spec)
-    inputs, outputs = onnx_io(path)
-    exported = ExportedModel(path=path, task=loaded.task, opset=spec.opset, input_names=inputs, output_names=outputs)
-    if spec.validate_outputs:
-        max_pos = int(getattr(loaded.config, "max_position_embeddings", 512))
-        exported.max_abs_diff = validate_outputs(path, loaded, validation_shapes(spec, max_pos), atol=spec.atol)
-    return exported

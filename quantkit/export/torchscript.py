@@ -1,0 +1,221 @@
+"""quantkit's own exporter: ``torch.onnx.export`` (TorchScript tracing, ``dynamo=False``), no optimum-onnx.
+
+Why TorchScript and eager attention: ONNX Runtime's transformer optimizer recognises the attention
+subgraph the TorchScript exporter writes for eager attention and fuses it (``Attention``,
+``EmbedLayerNormalization``, ``SkipLayerNormalization``, ``BiasGelu``), so dynamic int8 gets
+``QAttention``; on graphs from ``dynamo=True`` it finds no Attention/EmbedLayerNormalization, and those
+graphs keep ``value_info`` of weights the quantizer transposes. The model's attention implementation is
+switched to ``eager`` for the trace and restored afterwards (eager and SDPA compute the same function).
+
+The graph's inputs are the tokenizer's (``input_ids``, ``attention_mask``, ``token_type_ids`` when the
+tokenizer makes it and the model takes it), in the order of the model's ``forward``; its outputs and
+their symbolic axes are the task's (:attr:`quantkit.tasks.Task.output_names`, ``output_axes``). The trace
+runs on a padded batch (rows of different lengths) so no "mask is all ones" shortcut is baked in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import logging
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ExportError
+from .base import EXPORTERS, Exporter
+from .validate import INPUT_AXES, sample_inputs
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["QuantkitExporter", "ENCODER_FAMILIES", "graph_inputs", "model_class"]
+
+#: Text-encoder model types quantkit's exporter supports (transformers ``model_type``). Each exports with
+#: the TorchScript exporter and validates against PyTorch; which of the four tasks a family has comes from
+#: transformers' Auto mappings. ORT's transformer fusion applies to those in ``quantkit.fusion``'s table.
+ENCODER_FAMILIES = (
+    "albert",
+    "bert",
+    "camembert",
+    "data2vec-text",
+    "deberta",
+    "deberta-v2",
+    "distilbert",
+    "electra",
+    "ernie",
+    "megatron-bert",
+    "mobilebert",
+    "modernbert",
+    "mpnet",
+    "rembert",
+    "roberta",
+    "roformer",
+    "xlm-roberta",
+    "xlm-roberta-xl",
+)
+
+#: Task → transformers' model_type → class mapping of its Auto class.
+_AUTO_MAPPINGS = {
+    "text-classification": "MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES",
+    "token-classification": "MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES",
+    "question-answering": "MODEL_FOR_QUESTION_ANSWERING_MAPPING_NAMES",
+    "feature-extraction": "MODEL_MAPPING_NAMES",
+}
+
+_TOKEN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def _normal(model_type: str) -> str:
+    return model_type.replace("_", "-") if model_type.replace("_", "-") in ENCODER_FAMILIES else model_type
+
+
+def graph_inputs(model: Any, tokenizer: Any, config: Any = None) -> list[str]:
+    """The graph's inputs: what the tokenizer produces and ``model.forward`` accepts, in ``forward``'s order.
+
+    ``model`` is a model or its class (the pre-flight check has no weights). ``token_type_ids`` is left
+    out when the model has no token-type embeddings (``type_vocab_size`` 0), as optimum-onnx does: the
+    input would be unused.
+    """
+    config = config if config is not None else model.config
+    made = set(getattr(tokenizer, "model_input_names", None) or ("input_ids", "attention_mask"))
+    made.add("input_ids")
+    params = list(inspect.signature(model.forward).parameters)
+    names = [p for p in params if p in _TOKEN_INPUTS and p in made]
+    if "token_type_ids" in names and getattr(config, "type_vocab_size", 1) == 0:
+        names.remove("token_type_ids")
+    if "input_ids" not in names:
+        name = model.__name__ if isinstance(model, type) else type(model).__name__
+        raise ExportError(f"{name}.forward takes no input_ids; quantkit exports text encoders")
+    return names
+
+
+def model_class(config: Any, task: str) -> Any:
+    """The transformers class that loads ``config`` for ``task`` (no weights loaded), or None."""
+    import transformers
+    from transformers.models.auto import modeling_auto
+
+    mapping = getattr(modeling_auto, _AUTO_MAPPINGS.get(task, ""), {}) if task in _AUTO_MAPPINGS else {}
+    name = mapping.get(getattr(config, "model_type", ""))
+    if isinstance(name, (tuple, list)):
+        name = name[0]
+    return getattr(transformers, name, None) if name else None
+
+
+class _Outputs:
+    """Wraps the model so the trace sees positional token inputs and returns the task's outputs in order."""
+
+    @staticmethod
+    def module(model: Any, names: list[str], task: Any) -> Any:
+        import torch
+
+        class Wrapped(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.model = model
+
+            def forward(self, *args: Any) -> tuple[Any, ...]:
+                out = self.model(**dict(zip(names, args)))
+                return task.torch_outputs(out)
+
+        return Wrapped().eval()
+
+
+@contextlib.contextmanager
+def _eager_attention(model: Any) -> Iterator[None]:
+    """Switch ``model`` to eager attention for the trace; restore it afterwards.
+
+    Models whose attention layers were chosen at construction (BERT on transformers 4.57) cannot switch;
+    they are traced as they are (their SDPA graph fuses too, as optimum-onnx's export of them shows).
+    """
+    before = getattr(model.config, "_attn_implementation", None)
+    setter = getattr(model, "set_attn_implementation", None)
+    can_switch = getattr(model, "_can_set_attn_implementation", lambda: setter is not None)
+    changed = False
+    if before not in (None, "eager") and setter is not None:
+        try:
+            if can_switch():
+                setter("eager")
+                changed = True
+        except Exception as exc:  # noqa: BLE001 - a model that only has one implementation
+            logger.debug("cannot switch %s to eager attention: %s", type(model).__name__, exc)
+    try:
+        yield
+    finally:
+        if changed:
+            try:
+                setter(before)
+            except Exception as exc:  # noqa: BLE001
+                logger.warning("could not restore attention implementation %r: %s", before, exc)
+
+
+def _consolidate_external_data(path: Path) -> None:
+    """A > 2 GB graph is written with one external file per tensor: gather them into ``model.onnx_data``."""
+    import onnx
+    from onnx.external_data_helper import uses_external_data
+
+    model = onnx.load(str(path), load_external_data=False)
+    external = [t for t in model.graph.initializer if uses_external_data(t)]
+    if not external:
+        return
+    files = {e.value for t in external for e in t.external_data if e.key == "location"}
+    model = onnx.load(str(path), load_external_data=True)
+    onnx.save(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+              location=path.name + "_data", size_threshold=1024, convert_attribute=False)
+    for name in files:
+        if name != path.name + "_data":
+            (path.parent / name).unlink(missing_ok=True)
+
+
+@EXPORTERS.register("quantkit")
+class QuantkitExporter(Exporter):
+    """TorchScript export of a text encoder with the task's outputs (see the module docstring)."""
+
+    name = "quantkit"
+
+    @classmethod
+    def supported_tasks(cls, model_type: str) -> list[str]:
+        model_type = _normal(model_type)
+        if model_type not in ENCODER_FAMILIES:
+            return []
+        from transformers.models.auto import modeling_auto
+
+        return sorted(task for task, mapping in _AUTO_MAPPINGS.items()
+                      if model_type in getattr(modeling_auto, mapping, {}))
+
+    def _export(self, loaded: Any, folder: Path, opset: int) -> Path:
+        import torch
+
+        from ..tasks import task_for
+
+        model, task = loaded.model, task_for(loaded.task, loaded.config)
+        names = graph_inputs(model, loaded.tokenizer)
+        vocab = int(getattr(loaded.config, "vocab_size", 1000) or 1000)
+        max_pos = int(getattr(loaded.config, "max_position_embeddings", 512) or 512)
+        feeds = sample_inputs(names, 2, max(min(16, max_pos), 2), vocab, np.random.default_rng(0))
+        args = tuple(torch.from_numpy(feeds[n]) for n in names)
+        axes: dict[str, dict[int, str]] = {n: dict(INPUT_AXES) for n in names}
+        axes.update({n: dict(a) for n, a in task.output_axes.items()})
+        path = Path(folder) / "model.onnx"
+        was_training = model.training
+        model.eval()
+        try:
+            with _eager_attention(model), torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # TracerWarnings on shape-dependent Python branches
+                torch.onnx.export(
+                    _Outputs.module(model, names, task),
+                    args,
+                    str(path),
+                    input_names=names,
+                    output_names=list(task.output_names),
+                    dynamic_axes=axes,
+                    opset_version=opset,
+                    do_constant_folding=True,
+                    dynamo=False,
+                )
+        finally:
+            model.train(was_training)
+        _consolidate_external_data(path)
+        return path
