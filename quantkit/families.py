@@ -123,8 +123,8 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in (
            notes="one layer's weights shared by every layer: the optimizer fuses the first use only"),
     Family("modernbert", "ModernBERT", "answerdotai/ModernBERT-base", "byte-level BPE", False,
            "rotary, local/global attention", fused_ops=("Gelu", "SkipLayerNormalization"),
-           export_tasks=("text-classification", "token-classification", "feature-extraction"),
-           notes="attention stays unfused (rotary); optimum-onnx 0.1.0 has no question-answering export"),
+           notes="attention stays unfused (rotary); optimum-onnx 0.1.0 (export.exporter: optimum) has no "
+           "question-answering export, quantkit's exporter has"),
 )}
 
 #: Columns of the support matrix: the export, the fusion ``auto`` runs, then one per quantization route.

@@ -61,7 +61,8 @@ def _wordpiece(path: Path, cls_name: str, mpnet: bool) -> Any:
         vocab.append("<mask>")  # MPNet keeps its mask token last
     (path / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
     cls = getattr(transformers, cls_name)
-    return cls(vocab_file=str(path / "vocab.txt"), do_lower_case=True, model_max_length=POSITIONS)
+    # positional: vocab_file (4.57) or vocab (5.x, where vocab_file= is ignored)
+    return cls(str(path / "vocab.txt"), do_lower_case=True, model_max_length=POSITIONS)
 
 
 def _bpe(cls_name: str, cls_style: bool) -> Any:

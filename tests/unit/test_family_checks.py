@@ -104,7 +104,7 @@ def test_pt2e_export_with_a_bert_tokenizer(model_type, tmp_path):
     model = AutoModelForSequenceClassification.from_pretrained(path).eval()
     vocab = tmp_path / "vocab.txt"
     vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "free", "money", "now"]) + "\n")
-    tokenizer = BertTokenizerFast(vocab_file=str(vocab))
+    tokenizer = BertTokenizerFast(str(vocab))  # positional: vocab_file (4.57) or vocab (5.x)
     rows = tmp_path / "rows.jsonl"
     rows.write_text("".join(json.dumps({"text": "free money now " * (i + 1), "label": i % 2}) + "\n" for i in range(4)))
     data = load_text_dataset(DatasetSpec(path=str(rows)), tokenizer, key="data.calibration", max_length=16,
