@@ -505,6 +505,27 @@ def test_memory_threshold_uses_available_ram(spec, tmp_path):
     expect(report, "quantization.calibration.method", "percentile calibration would need about", "1 MB are available")
 
 
+def _reset_kernel_peak_rss() -> None:
+    """Linux: reset this process's peak RSS (VmHWM) to its current RSS ("5" into /proc/self/clear_refs)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def _kernel_peak_rss() -> int:
+    """Linux: this process's peak RSS since the last reset (VmHWM), in bytes; 0 where unavailable."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
 def test_histogram_memory_estimate_matches_measured_peak(tiny_fp32, tiny_loaded, tmp_path):
     """The estimate follows what ONNX Runtime's HistogramCalibrater really holds under quantkit's streaming."""
     import threading
@@ -527,6 +548,7 @@ def test_histogram_memory_estimate_matches_measured_peak(tiny_fp32, tiny_loaded,
     est = calibration_memory(hidden_dims(tiny_loaded.config), params=tiny_loaded.num_parameters, config=config,
                              seq=seq, samples=n)
     proc = psutil.Process()
+    _reset_kernel_peak_rss()
     base = peak = proc.memory_info().rss
     done = threading.Event()
 
@@ -543,7 +565,7 @@ def test_histogram_memory_estimate_matches_measured_peak(tiny_fp32, tiny_loaded,
     finally:
         done.set()
         watcher.join()
-    measured = peak - base
+    measured = max(peak, _kernel_peak_rss()) - base  # the sampler can miss a short peak on a busy machine
     assert est["peak"] > 300 * 2**20  # large enough to stand out of the noise
     assert 0.7 * est["peak"] <= measured <= 1.3 * est["peak"], (measured / 2**20, est["peak"] / 2**20)
 

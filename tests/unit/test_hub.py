@@ -532,11 +532,12 @@ def test_malformed_answer_in_cli_push_is_not_unexpected(hub, artifact):
 # --------------------------------------------------------------------------- other tasks
 def test_push_a_tagger_and_a_sentence_encoder_and_load_them_back(hub, tiny_task_models, tiny_task_data, tmp_path):
     """Every task's artifact publishes with its own card (pipeline tag, metric, ORTModel class) and loads
-    back from the repo id with that class, giving the local folder's outputs."""
-    import optimum.onnxruntime as ortm
+    back from the repo id with quantkit's runtime, giving the local folder's outputs (ORTModelFor* loading by
+    repo id is the optimum stack's test above)."""
     from huggingface_hub import ModelCard
     from transformers import AutoTokenizer
 
+    from quantkit.runtime import load
     from quantkit.tasks import get_task
 
     for task, extra, metric in (("token-classification", "", "f1"),
@@ -560,9 +561,10 @@ output: {{dir: artifacts}}
         assert card.data.pipeline_tag == get_task(task).pipeline_tag
         assert card.data.eval_results[0].metric_type == metric
         assert get_task(task).ort_model in card.text
-        cls = getattr(ortm, get_task(task).ort_model)
         cache = tmp_path / task / "cache"
-        remote, local = cls.from_pretrained(repo, cache_dir=cache), cls.from_pretrained(result.output_dir)
-        enc = dict(AutoTokenizer.from_pretrained(repo, cache_dir=cache)(TEXTS, padding=True, return_tensors="np"))
+        remote, local = load(repo, cache_dir=cache), load(result.output_dir)
+        assert remote.folder != local.folder and remote.task.name == task
+        enc = dict(AutoTokenizer.from_pretrained(remote.folder)(TEXTS, padding=True, return_tensors="np"))
         name = get_task(task).output_names[0]
-        np.testing.assert_array_equal(np.asarray(remote(**enc)[name]), np.asarray(local(**enc)[name]))
+        np.testing.assert_array_equal(remote.run(enc)[name], local.run(enc)[name])
+        assert len(remote(TEXTS)) == len(TEXTS)
