@@ -118,6 +118,11 @@ class RuntimeStats:
     load_s: float
     peak_rss_mb: float
     model_rss_mb: float  # peak RSS minus the process's RSS before loading the model
+    #: Fraction of samples during the timed runs with more runnable threads machine-wide than cores (other work
+    #: competing for the CPU), the median runnable count, and the cores this process may use.
+    busy_fraction: float = 0.0
+    runnable: float = 0.0
+    cores: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -158,11 +163,17 @@ def _probe(path: str, batch: int, seq: int, threads: int, warmup: int, repeats: 
     for _ in range(warmup):
         session.run(None, feeds)
     times = []
-    for _ in range(repeats):
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    runnable: list[int] = []
+    for i in range(repeats):
         t = time.perf_counter()
         session.run(None, feeds)
         times.append((time.perf_counter() - t) * 1000)
+        if i % max(repeats // 8, 1) == 0:
+            runnable.append(_procs_running())
     peak = status_mb("VmHWM")
+    # other work on our cores: more runnable threads than cores while ours (at most `threads`) were timed
+    busy = [r > max(cores, threads) for r in runnable if r >= 0]
     arr = np.asarray(times)
     return {
         "batch_size": batch,
@@ -176,7 +187,22 @@ def _probe(path: str, batch: int, seq: int, threads: int, warmup: int, repeats: 
         "load_s": load_s,
         "peak_rss_mb": float(peak),
         "model_rss_mb": float(max(peak - before, 0.0)),
+        "busy_fraction": float(np.mean(busy)) if busy else 0.0,
+        "runnable": float(np.median([r for r in runnable if r >= 0])) if busy else 0.0,
+        "cores": cores,
     }
+
+
+def _procs_running() -> int:
+    """Linux: threads runnable right now, machine-wide (/proc/stat ``procs_running``, ours included); -1 elsewhere."""
+    try:
+        with open("/proc/stat") as f:
+            for line in f:
+                if line.startswith("procs_running"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return -1
 
 
 def measure_side_by_side(

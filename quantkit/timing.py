@@ -32,6 +32,7 @@ from typing import Any, Protocol
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "busy_warning",
     "MIN_DECISION_ROUNDS",
     "MIN_EFFECT",
     "CONFIDENCE",
@@ -185,6 +186,17 @@ def measure(
     return out
 
 
+def busy_warning(stats: Mapping[str, Sequence[Any]], threshold: float = 0.5) -> str | None:
+    """"timings unreliable: ..." when other work competed for the CPU in most samples of some timed round: a
+    busy machine can bias one model more than another in every round, which round-to-round spread cannot show."""
+    worst = max((s for rounds in stats.values() for s in rounds), default=None,
+                key=lambda s: getattr(s, "busy_fraction", 0.0))
+    if worst is None or getattr(worst, "busy_fraction", 0.0) < threshold:
+        return None
+    return (f"timings unreliable: the CPU was busy with other work while timing ({worst.runnable:.0f} runnable threads "
+            f"on {worst.cores} cores in {worst.busy_fraction:.0%} of samples); rerun on a quiet machine")
+
+
 def speedup_warning(estimate: RatioEstimate, what: str = "int8 / FP32") -> str | None:
     """"timings unreliable: ..." when the ratio's sign (faster or slower) is not established or it
     varied too much between rounds; ``None`` when the measurement is clear."""
@@ -322,6 +334,8 @@ def side_by_side(
     rounds = measure(paths, timer, min_rounds=latency.rounds, max_rounds=max_rounds, done=done)
     ratios = {lab: rounds.ratio(lab, baseline) for lab in others}
     warnings = [w for lab in others if (w := speedup_warning(ratios[lab], f"{lab} / {baseline}"))]
+    if real and (w := busy_warning(timer.stats)):  # type: ignore[attr-defined]
+        warnings.append(w)
     for w in warnings:
         logger.warning("%s", w)
     stats = {lab: timer.median_stats(lab) for lab in paths} if real else {}  # type: ignore[attr-defined]

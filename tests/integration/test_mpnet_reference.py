@@ -27,8 +27,9 @@ def mpnet():
 
 
 def test_mpnet_sentence_embeddings_on_stsb(mpnet, tmp_path):
-    import optimum.onnxruntime as ortm
     from transformers import AutoTokenizer
+
+    from quantkit.runtime import load
 
     spec = load_spec(REPO / "recipes" / "mpnet-sts-embeddings-dynamic.yaml").with_overrides(
         **{"evaluation.latency.rounds": 1, "evaluation.latency.repeats": 5})
@@ -42,14 +43,17 @@ def test_mpnet_sentence_embeddings_on_stsb(mpnet, tmp_path):
     assert result.relative_drop <= 0.01, (result.fp32.value, result.quantized.value)
     assert report["task"]["pooling"] == "mean" and report["task"]["normalize"] is True
     assert report["quantization"]["graph"]["quantized_weights"] >= 12 * 6
-    # the artifact is an ORTModelForFeatureExtraction with symbolic axes, pooled as sentence-transformers does
-    model = ortm.ORTModelForFeatureExtraction.from_pretrained(result.output_dir)
+    # the artifact runs with symbolic axes (quantkit's runtime; ORTModelForFeatureExtraction on the optimum stack),
+    # pooled as sentence-transformers does
+    runtime = load(result.output_dir)
     tok = AutoTokenizer.from_pretrained(result.output_dir)
     batch = tok(["A man is playing a guitar.", "A man plays the guitar.", "A chef is cooking."], padding=True,
                 return_tensors="np")
-    hidden = np.asarray(model(**batch).last_hidden_state)
+    hidden = runtime.run(dict(batch))["last_hidden_state"]
     assert hidden.shape == (3, batch["input_ids"].shape[1], 768)
     mask = batch["attention_mask"][..., None]
     emb = (hidden * mask).sum(1) / mask.sum(1)
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)
     assert emb[0] @ emb[1] > emb[0] @ emb[2] + 0.2
+    served = np.asarray(runtime(["A man is playing a guitar.", "A man plays the guitar.", "A chef is cooking."]))
+    np.testing.assert_allclose(served, emb, atol=1e-4)  # the runtime pools the same way

@@ -300,7 +300,8 @@ output: {{dir: {tmp_path / name}, keep_fp32: true}}
         assert est["high"] < 1 or est["low"] > 1
         again = side_by_side({"fp32": noisy.output_dir / "fp32" / "model.onnx", "int8": noisy.model_path},
                              LatencySpec(batch_size=4, sequence_length=32, warmup=2, repeats=10, rounds=3,
-                                         max_rounds=7), baseline="fp32")
+                                         max_rounds=7), baseline="fp32",
+                             vocab_size=int(quantizer.loaded.config.vocab_size))
         quiet_est = again.ratios["int8"]
         assert again.warnings or (quiet_est.median < 1) == (est["high"] < 1), (est, quiet_est)
 
@@ -340,3 +341,26 @@ evaluation:
     monkeypatch.setattr(hardware, "cpu_info", lambda: other)
     third = q.quantize(spec, tmp_path / "c", progress=False, check=False).report
     assert third["probe"]["status"] == "measured" and third["probe"]["key"] != first["probe"]["key"]
+
+
+def test_busy_cpu_makes_timings_unreliable():
+    """A round timed while other threads competed for the cores warns, whatever the ratios say (a busy loop can
+    slow one model more than the other in every round)."""
+    from types import SimpleNamespace
+
+    from quantkit.timing import busy_warning
+
+    quiet = SimpleNamespace(busy_fraction=0.0, runnable=2, cores=2)
+    busy = SimpleNamespace(busy_fraction=0.9, runnable=4, cores=2)
+    assert busy_warning({"fp32": [quiet, quiet], "int8": [quiet]}) is None
+    w = busy_warning({"fp32": [quiet, busy], "int8": [quiet]})
+    assert w.startswith("timings unreliable:") and "4 runnable threads on 2 cores" in w
+
+
+def test_probe_records_cpu_contention(tiny_fp32):
+    """The fresh-process probe samples the machine's runnable threads while it times; a quiet probe is not busy."""
+    from quantkit.evaluation import _measure_once
+
+    stats = _measure_once(tiny_fp32.path, LatencySpec(batch_size=2, sequence_length=16, warmup=1, repeats=8,
+                                                      threads=1), vocab_size=100)
+    assert stats.cores >= 1 and 0.0 <= stats.busy_fraction <= 1.0
