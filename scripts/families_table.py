@@ -11,9 +11,11 @@ passes, and tests/unit/test_docs.py fails when README.md is stale.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import readme_sections  # noqa: E402  (scripts/readme_sections.py)
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
@@ -29,44 +31,18 @@ def current_table() -> str:
             "\n\n" + support_table())
 
 
-def splice(readme: str, table: str) -> str:
-    start, end = readme.find(START), readme.find(END)
-    if start < 0 or end < start:
-        raise ValueError(f"README.md needs the markers {START} and {END} (in that order)")
-    return readme[: start + len(START)] + "\n" + table + readme[end:]
+def splice(readme: str, text: str) -> str:
+    """``readme`` with the text between the markers replaced by ``text``."""
+    return readme_sections.splice(readme, START, END, text)
 
 
 def readme_section(readme: str) -> str:
-    start, end = readme.find(START), readme.find(END)
-    if start < 0 or end < start:
-        raise ValueError(f"README.md needs the markers {START} and {END} (in that order)")
-    return readme[start + len(START): end].lstrip("\n")
+    return readme_sections.section(readme, START, END)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--check", action="store_true", help="exit 1 when README.md is out of date")
-    mode.add_argument("--stdout", action="store_true", help="print the table instead of writing README.md")
-    parser.add_argument("--readme", type=Path, default=README)
-    args = parser.parse_args(argv)
-    table = current_table()
-    if args.stdout:
-        sys.stdout.write(table)
-        return 0
-    text = args.readme.read_text(encoding="utf-8")
-    updated = splice(text, table)
-    if args.check:
-        if updated != text:
-            print(f"{args.readme} support table is out of date; regenerate with: {REGENERATE}", file=sys.stderr)
-            return 1
-        return 0
-    if updated != text:
-        args.readme.write_text(updated, encoding="utf-8")
-        print(f"updated the support table in {args.readme}")
-    else:
-        print(f"{args.readme} is up to date")
-    return 0
+    return readme_sections.main(argv, doc=__doc__, generate=current_table, start_marker=START, end_marker=END,
+                                what="support table", regenerate=REGENERATE, readme=README)
 
 
 if __name__ == "__main__":

@@ -14,10 +14,12 @@ is listed once, under all its key paths. Sections keep the order in which the sp
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import readme_sections  # noqa: E402  (scripts/readme_sections.py)
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
@@ -169,45 +171,18 @@ def current_reference() -> str:
     return render(spec_json_schema())
 
 
-def splice(readme: str, reference: str) -> str:
-    """``readme`` with the text between the markers replaced by ``reference``."""
-    start, end = readme.find(START), readme.find(END)
-    if start < 0 or end < start:
-        raise ValueError(f"README.md needs the markers {START} and {END} (in that order)")
-    return readme[: start + len(START)] + "\n" + reference + readme[end:]
+def splice(readme: str, text: str) -> str:
+    """``readme`` with the text between the markers replaced by ``text``."""
+    return readme_sections.splice(readme, START, END, text)
 
 
 def readme_section(readme: str) -> str:
-    start, end = readme.find(START), readme.find(END)
-    if start < 0 or end < start:
-        raise ValueError(f"README.md needs the markers {START} and {END} (in that order)")
-    return readme[start + len(START) : end].lstrip("\n")
+    return readme_sections.section(readme, START, END)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--check", action="store_true", help="exit 1 when README.md is out of date")
-    mode.add_argument("--stdout", action="store_true", help="print the reference instead of writing README.md")
-    parser.add_argument("--readme", type=Path, default=README)
-    args = parser.parse_args(argv)
-    reference = current_reference()
-    if args.stdout:
-        sys.stdout.write(reference)
-        return 0
-    text = args.readme.read_text(encoding="utf-8")
-    updated = splice(text, reference)
-    if args.check:
-        if updated != text:
-            print(f"{args.readme} spec reference is out of date; regenerate with: {REGENERATE}", file=sys.stderr)
-            return 1
-        return 0
-    if updated != text:
-        args.readme.write_text(updated, encoding="utf-8")
-        print(f"updated the spec reference in {args.readme}")
-    else:
-        print(f"{args.readme} is up to date")
-    return 0
+    return readme_sections.main(argv, doc=__doc__, generate=current_reference, start_marker=START, end_marker=END,
+                                what="spec reference", regenerate=REGENERATE, readme=README)
 
 
 if __name__ == "__main__":
