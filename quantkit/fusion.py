@@ -3,7 +3,14 @@
 ``transformer`` runs ONNX Runtime's transformer optimizer, which rewrites a BERT-family
 encoder into fused contrib ops (``Attention``, ``EmbedLayerNormalization``,
 ``SkipLayerNormalization``, ``BiasGelu``), so the quantizer then produces ``QAttention``
-and ``DynamicQuantizeMatMul`` and int8 runs through fused kernels. ``basic``/``extended``
+and ``DynamicQuantizeMatMul`` and int8 runs through fused kernels. ``transformer-noskip``
+runs the same optimizer, then takes each ``SkipLayerNormalization`` apart again into
+``Add`` → bias ``Add`` → ``LayerNormalization`` (:func:`unfuse_skip_layer_norm`). ONNX Runtime 1.31's CPU
+``SkipLayerNormalization`` kernel took ~1 ms per call at 8 × 128 × 384 on a Xeon (AMX),
+against ~0.3 ms for the ``Add`` + ``LayerNormalization`` it replaces; once the int8 GEMMs are
+fast, that was a quarter of the model's time (``bench/hardware_table.py --profile``), so
+``auto`` resolves to ``transformer-noskip`` and the hardware probe
+(:mod:`quantkit.probe`) times it against ``transformer`` and ``none`` on the CPU at hand. ``basic``/``extended``
 save the graph ONNX Runtime's own session optimizer produces at that level. Every
 optimized graph is checked against the unfused FP32 model on random inputs at two shapes
 (max absolute output difference ≤ ``export.optimize_atol``), like the export check.
@@ -26,9 +33,15 @@ from .graph import op_counts
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LEVELS", "FUSED_OPS", "ORT_FAMILIES", "ort_model_type", "resolve_level", "optimize_graph", "compare_models"]
+__all__ = ["LEVELS", "TRANSFORMER_LEVELS", "AUTO_DYNAMIC_LEVEL", "PROBED_LEVELS", "unfuse_skip_layer_norm", "FUSED_OPS", "ORT_FAMILIES", "ort_model_type", "resolve_level", "optimize_graph", "compare_models"]
 
-LEVELS = ("none", "basic", "extended", "transformer")
+LEVELS = ("none", "basic", "extended", "transformer-noskip", "transformer")
+#: The levels that run ONNX Runtime's transformer optimizer (need a supported model type).
+TRANSFORMER_LEVELS = ("transformer-noskip", "transformer")
+#: ``resolve_level("auto")`` for ONNX Runtime dynamic int8 of a supported encoder (see the module doc).
+AUTO_DYNAMIC_LEVEL = "transformer-noskip"
+#: The levels ``hardware_probe: auto`` times for that case (the default first).
+PROBED_LEVELS = (AUTO_DYNAMIC_LEVEL, "transformer", "none")
 
 #: Contrib ops that show a fusion happened (reported and counted).
 FUSED_OPS = (
@@ -75,13 +88,14 @@ def ort_model_type(model_type: str | None) -> str | None:
 
 
 def resolve_level(level: str, *, approach: str, backend: str, model_type: str | None) -> str:
-    """What ``auto`` means for this candidate: transformer fusion for ONNX Runtime dynamic
-    quantization of a supported encoder, nothing otherwise (static QDQ of fused graphs
-    measured slower than unfused, and PyTorch backends never see the ONNX graph)."""
+    """What ``auto`` means for this candidate: transformer fusion without SkipLayerNormalization
+    (:data:`AUTO_DYNAMIC_LEVEL`) for ONNX Runtime dynamic quantization of a supported encoder,
+    nothing otherwise (static QDQ of fused graphs measured slower than unfused, and PyTorch
+    backends never see the ONNX graph)."""
     if level != "auto":
         return level
     if backend == "onnxruntime" and approach == "dynamic" and ort_model_type(model_type) is not None:
-        return "transformer"
+        return AUTO_DYNAMIC_LEVEL
     return "none"
 
 
@@ -132,14 +146,53 @@ def _ort_level(src: Path, dst: Path, level: str) -> None:
     ort.InferenceSession(str(src), so, providers=["CPUExecutionProvider"])
 
 
-def _transformer(src: Path, dst: Path, model_type: str, config: Any, fuse_embeddings: bool) -> None:
+def unfuse_skip_layer_norm(graph: Any) -> int:
+    """Rewrite every ``SkipLayerNormalization`` of ``graph`` (an ONNX ``GraphProto``, in place) as
+    ``Add(input, skip)`` → ``Add(·, bias)`` → ``LayerNormalization``; the number rewritten.
+
+    The bias ``Add`` comes last on purpose: ONNX Runtime's session optimizer (``SkipLayerNormFusion``)
+    fuses an ``Add`` of two 3-D tensors feeding a ``LayerNormalization`` back into the slow kernel, and
+    does not match an ``Add`` with a 1-D constant there, so the artifact keeps the faster ops wherever
+    it is loaded. ``input_skip_bias_sum`` (output 3), when used, is the sum before normalization."""
+    from onnx import helper
+
+    nodes = []
+    count = 0
+    for node in graph.node:
+        if node.op_type != "SkipLayerNormalization" or node.domain != "com.microsoft":
+            nodes.append(node)
+            continue
+        count += 1
+        eps = next((a.f for a in node.attribute if a.name == "epsilon"), 1e-12)
+        ins = list(node.input) + [""] * (5 - len(node.input))
+        outs = list(node.output) + [""] * (4 - len(node.output))
+        if outs[1] or outs[2]:
+            raise ExportError(f"export.optimize: {node.name} returns its mean/inverse std dev: cannot unfuse it",
+                              hint="use export.optimize: transformer")
+        stem = node.name or f"SkipLayerNorm_{count}"
+        total = f"{stem}/skip_sum" if (ins[4] or not outs[3]) else outs[3]
+        nodes.append(helper.make_node("Add", [ins[0], ins[1]], [total], name=f"{stem}/Add_skip"))
+        if ins[4]:
+            biased = outs[3] or f"{stem}/skip_bias_sum"
+            nodes.append(helper.make_node("Add", [total, ins[4]], [biased], name=f"{stem}/Add_bias"))
+            total = biased
+        norm_inputs = [total, ins[2]] + ([ins[3]] if ins[3] else [])
+        nodes.append(helper.make_node("LayerNormalization", norm_inputs, [outs[0]], name=f"{stem}/LayerNorm",
+                                      axis=-1, epsilon=eps))
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return count
+
+
+def _transformer(src: Path, dst: Path, model_type: str, config: Any, fuse_embeddings: bool,
+                 skip_layer_norm: bool = True) -> None:
     from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
 
     family = ort_model_type(model_type)
     if family is None:
         raise ExportError(
-            f"export.optimize: transformer: ONNX Runtime's transformer optimizer has no fusions for model type "
+            f"export.optimize: transformer*: ONNX Runtime's transformer optimizer has no fusions for model type "
             f"{model_type!r}",
             hint="use export.optimize: extended (or auto)",
         )
@@ -149,6 +202,8 @@ def _transformer(src: Path, dst: Path, model_type: str, config: Any, fuse_embedd
     options.enable_embed_layer_norm = fuse_embeddings
     optimized = optimize_model(str(src), model_type=family, num_heads=heads, hidden_size=hidden,
                                optimization_options=options)
+    if not skip_layer_norm:  # fused first (the attention and bias fusions expect it), then taken apart
+        unfuse_skip_layer_norm(optimized.model.graph)
     optimized.save_model_to_file(str(dst))
 
 
@@ -181,8 +236,9 @@ def optimize_graph(
     output_dir.mkdir(parents=True, exist_ok=True)
     dst = output_dir / "model.onnx"
     try:
-        if level == "transformer":
-            _transformer(fp32.path, dst, model_type or "", model_config, fuse_embeddings)
+        if level in TRANSFORMER_LEVELS:
+            _transformer(fp32.path, dst, model_type or "", model_config, fuse_embeddings,
+                         skip_layer_norm=level == "transformer")
         else:
             _ort_level(fp32.path, dst, level)
     except ExportError:
@@ -198,7 +254,7 @@ def optimize_graph(
         "nodes_after": sum(after.values()),
         "fused": fused,
     }
-    if level == "transformer" and not ({"Attention", "MultiHeadAttention"} & set(fused)):
+    if level in TRANSFORMER_LEVELS and not ({"Attention", "MultiHeadAttention"} & set(fused)):
         family = family_of(model_type)
         if family is not None and not family.fuses_attention:  # known: relative or rotary position terms
             logger.info("%s attention is not fused by ONNX Runtime's optimizer (%s positions); fused: %s",

@@ -2,10 +2,12 @@
 
 Some defaults only have a right answer on a given CPU. Today that is ``export.optimize: auto`` for
 ONNX Runtime dynamic quantization of a supported encoder: the table (:func:`quantkit.fusion.resolve_level`)
-says ``transformer`` fusion, decided on an AVX2 machine. With ``hardware_probe: auto`` (the default)
-``quantize`` builds the int8 model both ways, times them interleaved with the FP32 export at the
-spec's latency shape (:mod:`quantkit.timing`), and keeps the other option only when it is separably
-faster; otherwise the table's default stays (the option quantkit's accuracy checks were made with).
+says ``transformer-noskip`` (transformer fusion with SkipLayerNormalization taken apart again, measured
+faster on a Xeon with ONNX Runtime 1.31). With ``hardware_probe: auto`` (the default) ``quantize`` builds
+the int8 model with each level (``transformer-noskip``, ``transformer``, ``none``), times them interleaved
+with the FP32 export at the spec's latency shape (:mod:`quantkit.timing`), and keeps another option only
+when it is separably faster; otherwise the table's default stays (the option quantkit's accuracy checks
+were made with).
 
 Results are cached as JSON under :func:`cache_dir` (``$QUANTKIT_CACHE``, else
 ``$XDG_CACHE_HOME/quantkit``, else ``~/.cache/quantkit``), keyed by the CPU (model, arch and int8
@@ -181,17 +183,17 @@ def probe_fusion(
     cache: ProbeCache | None = None,
     cpu: Any | None = None,
 ) -> ProbeResult | None:
-    """Probe ``export.optimize: auto`` (transformer fusion vs none) for ``spec``; ``build(level)`` quantizes
+    """Probe ``export.optimize: auto`` (:data:`~quantkit.fusion.PROBED_LEVELS`) for ``spec``; ``build(level)`` quantizes
     the FP32 graph optimized at ``level`` and returns the int8 model. ``None`` when there is nothing
     to probe (the spec set the level, or only one level applies)."""
     from .backends import get_backend
-    from .fusion import resolve_level
+    from .fusion import PROBED_LEVELS, resolve_level
 
     config = spec.quantization
     if spec.export.optimize != "auto" or config.backend != "onnxruntime" or get_backend(config.backend).needs_torch:
         return None
     default = resolve_level("auto", approach=config.approach, backend=config.backend, model_type=model_type)
-    if default != "transformer":  # only dynamic int8 of a supported encoder has two levels worth timing
+    if default not in PROBED_LEVELS:  # only dynamic int8 of a supported encoder has levels worth timing
         return None
     if spec.hardware_probe == "off" or os.environ.get("QUANTKIT_HARDWARE_PROBE") == "off":
         return ProbeResult("export.optimize", "skipped", default, default,
@@ -216,6 +218,6 @@ def probe_fusion(
         from .timing import SubprocessTimer
 
         timer = SubprocessTimer(latency, sequence_length=seq, vocab_size=vocab_size)
-    return run_probe("export.optimize", {"transformer": lambda: build("transformer"), "none": lambda: build("none")},
-                     Path(fp32.path), default=default, key_parts=key_parts, timer=timer,
+    options = {level: (lambda level=level: build(level)) for level in PROBED_LEVELS}
+    return run_probe("export.optimize", options, Path(fp32.path), default=default, key_parts=key_parts, timer=timer,
                      max_rounds=max(latency.round_budget, MIN_DECISION_ROUNDS), cache=cache if cache is not None else ProbeCache())

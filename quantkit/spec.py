@@ -49,7 +49,7 @@ __all__ = [
 SPEC_VERSION = 1
 
 #: Graph optimization levels (export.optimize).
-OptimizeLevel = Literal["auto", "none", "basic", "extended", "transformer"]
+OptimizeLevel = Literal["auto", "none", "basic", "extended", "transformer-noskip", "transformer"]
 
 #: Hardware targets (hardware:); see quantkit.hardware.
 HardwareTarget = Literal["auto", "avx2", "avx512", "avx512_vnni", "avx_vnni", "amx", "arm64"]
@@ -130,9 +130,11 @@ class ExportSpec(_Spec):
         description="Graph optimization before quantization. none; basic/extended: ONNX Runtime's graph optimizer "
         "at that level (constant folding, then contrib-op fusions such as Gelu and SkipLayerNormalization); "
         "transformer: ONNX Runtime's transformer optimizer (fused Attention, EmbedLayerNormalization, "
-        "SkipLayerNormalization, BiasGelu) for BERT-family models; auto: transformer for dynamic quantization "
-        "of a supported model type with the onnxruntime backend, none otherwise. Checked against the unfused "
-        "FP32 model (`optimize_atol`).",
+        "SkipLayerNormalization, BiasGelu) for BERT-family models; transformer-noskip: the same without "
+        "SkipLayerNormalization (residual Add + LayerNormalization kept: faster on ONNX Runtime 1.31's CPU "
+        "kernels); auto: transformer-noskip for dynamic quantization of a supported model type with the "
+        "onnxruntime backend (the hardware probe times it against transformer and none), none otherwise. "
+        "Checked against the unfused FP32 model (`optimize_atol`).",
     )
     optimize_atol: float = Field(
         1e-3, gt=0, description="Max absolute logit difference allowed between the optimized and unfused FP32 model."

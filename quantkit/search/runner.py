@@ -27,6 +27,8 @@ logger = logging.getLogger(__name__)
 __all__ = ["OnnxTrialRunner", "node_sensitivity"]
 
 _CHUNK = 128
+#: Rounds the final side-by-side of the leading candidates may take when ``latency.max_rounds`` is unset.
+CONFIRM_ROUNDS = 7
 
 
 class OnnxTrialRunner:
@@ -100,9 +102,13 @@ class OnnxTrialRunner:
 
     def confirm_latency(self, configs: list[QuantizationConfig]) -> Rounds:
         """Each config's model timed side by side in interleaved rounds (labels: config hashes), adding
-        rounds until the fastest is separable from the others or ``latency.max_rounds`` is spent."""
+        rounds until the fastest is separable from the others or the budget is spent: ``latency.max_rounds``
+        when set, else at least :data:`CONFIRM_ROUNDS` (the winner is decided here, so it gets more rounds
+        than a trial's own timing)."""
         paths = {config_hash(c): self.quantize(c) for c in configs}
-        return self._time(paths, done_when_ranked(list(paths)))
+        budget = self.latency.max_rounds or max(CONFIRM_ROUNDS, self.latency.round_budget)
+        return measure(paths, self._timer(), min_rounds=self.latency.rounds, max_rounds=max(budget, self.latency.rounds),
+                       done=done_when_ranked(list(paths)))
 
     def _predict(self, path: Path, data: TextDataset) -> Any:
         """The task's predictions of ``path`` on ``data`` (sharded when ``evaluation.shards`` says so)."""

@@ -2,7 +2,7 @@
 scripts/fetch_models.py, quantized by recipes/mpnet-sts-embeddings-dynamic.yaml and scored on STS-B validation.
 
 Acceptance (issue #14): int8 Spearman within 1% relative of FP32. Speed ratios are measured by
-bench/mpnet_table.py, not here. Heavy (export and two evaluations of a base-size model): marked slow.
+bench/tasks_table.py --tasks mpnet, not here. Heavy (export and two evaluations of a base-size model): marked slow.
 """
 
 from __future__ import annotations

@@ -319,12 +319,19 @@ def run_cell(tiny_family, model_type: str, task: str, cell: str, tmp_path: Path)
         diff = validate_outputs(tiny.fp32.path, tiny.loaded, [(2, 16), *SHAPES], atol=EXPORT_ATOL)
         return {"max_abs_diff": diff}
     if cell == "fusion":
-        level = resolve_level("auto", approach="dynamic", backend="onnxruntime", model_type=model_type)
-        assert level == "transformer"
-        _, section = optimize_graph(tiny.fp32, level, tmp_path / "fused", model_type=model_type,
+        from quantkit.graph import op_counts
+
+        _, section = optimize_graph(tiny.fp32, "transformer", tmp_path / "fused", model_type=model_type,
                                     model_config=tiny.loaded.config, atol=1e-4)
         assert set(section["fused"]) == set(family.fused_ops), section["fused"]
-        return {"fused": section["fused"]}
+        # what auto runs: the same fusions with SkipLayerNormalization taken apart again
+        level = resolve_level("auto", approach="dynamic", backend="onnxruntime", model_type=model_type)
+        assert level == "transformer-noskip"
+        auto, auto_section = optimize_graph(tiny.fp32, level, tmp_path / "auto", model_type=model_type,
+                                            model_config=tiny.loaded.config, atol=1e-4)
+        assert set(auto_section["fused"]) == set(family.fused_ops) - {"SkipLayerNormalization"}, auto_section["fused"]
+        assert op_counts(auto.path).get("SkipLayerNormalization", 0) == 0
+        return {"fused": section["fused"], "auto": auto_section["fused"]}
     return _quantize_cell(tiny, cell, tmp_path)
 
 

@@ -52,6 +52,55 @@ def test_transformer_fusion_structure_and_numerics(fused, tiny_fp32, data):
     assert symbolic_axes(model.path)["input_ids"] == ["batch_size", "sequence_length"]
 
 
+def test_noskip_takes_skip_layer_norm_apart_and_onnxruntime_keeps_it_apart(fused, tiny_fp32, tiny_loaded, data,
+                                                                          tmp_path):
+    """transformer-noskip: the transformer level's fusions except SkipLayerNormalization, which becomes
+    Add(input, skip) -> Add(bias) -> LayerNormalization; same numbers as the fused graph; and ONNX Runtime's
+    session optimizer (ORT_ENABLE_ALL, what ORTModel and pipeline() load with) does not fuse it back."""
+    model, section = optimize_graph(tiny_fp32, "transformer-noskip", tmp_path / "noskip", model_type="bert",
+                                    model_config=tiny_loaded.config, atol=FUSED_ATOL)
+    fused_ops = op_counts(fused[0].path)
+    ops = op_counts(model.path)
+    assert ops.get("SkipLayerNormalization", 0) == 0
+    assert ops.get("Attention") == fused_ops["Attention"] == 2 and ops.get("BiasGelu") == 2
+    assert ops["LayerNormalization"] == fused_ops.get("LayerNormalization", 0) + fused_ops["SkipLayerNormalization"]
+    assert ops["Add"] == fused_ops.get("Add", 0) + 2 * fused_ops["SkipLayerNormalization"]  # skip + bias each
+    assert "SkipLayerNormalization" not in section["fused"] and section["max_abs_diff"] <= FUSED_ATOL
+    np.testing.assert_allclose(OnnxRunner(model.path, 1).predict(data, 8), OnnxRunner(fused[0].path, 1).predict(data, 8),
+                               atol=FUSED_ATOL, rtol=0)
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.optimized_model_filepath = str(tmp_path / "session.onnx")
+    ort.InferenceSession(str(model.path), so, providers=["CPUExecutionProvider"])
+    assert op_counts(tmp_path / "session.onnx").get("SkipLayerNormalization", 0) == 0
+    # and once quantized (what ships): MatMulInteger -> DynamicQuantizeMatMul fusions do not bring it back
+    int8 = get_backend("onnxruntime").quantize(model, QuantizationConfig(approach="dynamic", op_types=["MatMul"]),
+                                               tmp_path / "q" / "model.onnx", workdir=tmp_path / "qw",
+                                               loaded=tiny_loaded).path
+    so.optimized_model_filepath = str(tmp_path / "session-int8.onnx")
+    ort.InferenceSession(str(int8), so, providers=["CPUExecutionProvider"])
+    after = op_counts(tmp_path / "session-int8.onnx")
+    assert after.get("SkipLayerNormalization", 0) == 0 and after["LayerNormalization"] == ops["LayerNormalization"]
+    assert after.get("QAttention") == 2
+
+
+def test_unfuse_refuses_a_skip_layer_norm_whose_statistics_are_used():
+    from onnx import helper
+
+    from quantkit.fusion import unfuse_skip_layer_norm
+
+    graph = helper.make_graph([helper.make_node("SkipLayerNormalization", ["x", "s", "g", "b"], ["y", "mean", ""],
+                                                domain="com.microsoft", name="sln")], "g", [], [])
+    with pytest.raises(ExportError, match="sln returns its mean"):
+        unfuse_skip_layer_norm(graph)
+    graph = helper.make_graph([helper.make_node("SkipLayerNormalization", ["x", "s", "g", "", "bias"],
+                                                ["y", "", "", "sum"], domain="com.microsoft", name="sln")], "g", [], [])
+    assert unfuse_skip_layer_norm(graph) == 1
+    assert [(n.op_type, list(n.input), list(n.output)) for n in graph.node] == [
+        ("Add", ["x", "s"], ["sln/skip_sum"]), ("Add", ["sln/skip_sum", "bias"], ["sum"]),
+        ("LayerNormalization", ["sum", "g"], ["y"])]
+
+
 @pytest.mark.parametrize("level", ["basic", "extended"])
 def test_ort_levels_match_the_unfused_model(tiny_fp32, tiny_loaded, tmp_path, level):
     model, section = optimize_graph(tiny_fp32, level, tmp_path, model_type="bert",
@@ -84,7 +133,7 @@ def test_unsupported_model_type_for_transformer(tiny_fp32, tiny_loaded, tmp_path
 def test_auto_resolution():
     assert ort_model_type("bert") == "bert" and ort_model_type("roberta") == "bert"
     assert ort_model_type("xlm_roberta") == "bert" and ort_model_type("nonexistent") is None
-    assert resolve_level("auto", approach="dynamic", backend="onnxruntime", model_type="bert") == "transformer"
+    assert resolve_level("auto", approach="dynamic", backend="onnxruntime", model_type="bert") == "transformer-noskip"
     assert resolve_level("auto", approach="static", backend="onnxruntime", model_type="bert") == "none"
     assert resolve_level("auto", approach="static", backend="neural-compressor", model_type="bert") == "none"
     assert resolve_level("auto", approach="dynamic", backend="onnxruntime", model_type="nonexistent") == "none"

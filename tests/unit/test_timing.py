@@ -220,6 +220,38 @@ def test_probe_inseparable_keeps_the_default(tmp_path):
     assert result.vs_default["none"]["rounds"] == 7  # rounds were added up to the budget before giving up
 
 
+def test_probe_fusion_times_every_probed_level_and_keeps_the_default_unless_separably_faster(
+        monkeypatch, tiny_fp32, tmp_path):
+    from quantkit.fusion import PROBED_LEVELS
+    from quantkit.probe import probe_fusion
+    from quantkit.spec import parse_spec
+
+    monkeypatch.delenv("QUANTKIT_HARDWARE_PROBE", raising=False)
+    spec = parse_spec({"spec_version": 1, "data": {"evaluation": {"path": "x.jsonl"}}})
+    assert PROBED_LEVELS[0] == "transformer-noskip" and set(PROBED_LEVELS) == {"transformer-noskip", "transformer",
+                                                                                "none"}
+    built: list[str] = []
+
+    def build(level):
+        built.append(level)
+        return tmp_path / f"{level}.onnx"
+
+    # measured on a Xeon with ONNX Runtime 1.31: SkipLayerNormalization fused is separably slower -> default kept
+    timer = FakeTimer({"fp32": [100], "transformer-noskip": [35, 36, 35], "transformer": [46, 45, 47],
+                       "none": [40, 41, 39]})
+    result = probe_fusion(spec, tiny_fp32, model_type="bert", sequence_length=16, build=build,
+                          matches_this_cpu=True, timer=timer, cache=ProbeCache(tmp_path / "c1"))
+    assert built == list(PROBED_LEVELS) and result.default == "transformer-noskip"
+    assert result.chosen == "transformer-noskip" and "default kept" in result.reason
+    assert set(result.vs_default) == {"transformer", "none"}
+    # a CPU where the fused kernel wins: the probe says so and takes it
+    timer = FakeTimer({"fp32": [100], "transformer-noskip": [46, 45, 47], "transformer": [35, 36, 35],
+                       "none": [50, 51, 49]})
+    result = probe_fusion(spec, tiny_fp32, model_type="bert", sequence_length=16, build=build,
+                          matches_this_cpu=True, timer=timer, cache=ProbeCache(tmp_path / "c2"))
+    assert result.chosen == "transformer" and "separably faster than transformer-noskip" in result.reason
+
+
 def test_probe_skipped_for_another_cpu(monkeypatch, tiny_fp32):
     from quantkit.probe import probe_fusion
     from quantkit.spec import parse_spec
@@ -228,7 +260,7 @@ def test_probe_skipped_for_another_cpu(monkeypatch, tiny_fp32):
     spec = parse_spec({"spec_version": 1, "hardware": "avx2", "data": {"evaluation": {"path": "x.jsonl"}}})
     result = probe_fusion(spec, tiny_fp32, model_type="bert", sequence_length=16, matches_this_cpu=False,
                           build=lambda level: pytest.fail("nothing is built for another CPU"))
-    assert result.status == "skipped" and result.chosen == "transformer" and "not this CPU" in result.reason
+    assert result.status == "skipped" and result.chosen == "transformer-noskip" and "not this CPU" in result.reason
     off = parse_spec({"spec_version": 1, "hardware_probe": "off", "data": {"evaluation": {"path": "x.jsonl"}}})
     result = probe_fusion(off, tiny_fp32, model_type="bert", sequence_length=16, matches_this_cpu=True,
                           build=lambda level: pytest.fail("probe is off"))
@@ -307,7 +339,7 @@ output: {{dir: {tmp_path / name}, keep_fp32: true}}
 
 
 def test_quantize_probes_on_the_real_export_then_hits_the_cache(tmp_path, monkeypatch, tiny_model_dir, tiny_data_dir):
-    """`quantize` with export.optimize auto: both fusion levels built from the export and timed (fake timer);
+    """`quantize` with export.optimize auto: every probed fusion level built from the export and timed (fake timer);
     the separably faster one is used and reported; the second run reads the cache; another CPU probes again."""
     from conftest import write_spec
 
@@ -327,7 +359,8 @@ evaluation:
   latency: {{batch_size: 2, sequence_length: 16, rounds: 3}}
 """)
     q = Quantizer.from_pretrained(tiny_model_dir)
-    q._timer = FakeTimer({"fp32": [100], "transformer": [60, 62, 61], "none": [50, 51, 52], "int8": [50, 52, 51]})
+    q._timer = FakeTimer({"fp32": [100], "transformer-noskip": [60, 62, 61], "transformer": [60, 62, 61],
+                          "none": [50, 51, 52], "int8": [50, 52, 51]})
     first = q.quantize(spec, tmp_path / "a", progress=False, check=False).report
     assert first["probe"]["status"] == "measured" and first["probe"]["chosen"] == "none"
     assert first["quantization"]["optimization"]["level"] == "none"
@@ -335,7 +368,7 @@ evaluation:
     calls = len(q._timer.calls)
     second = q.quantize(spec, tmp_path / "b", progress=False, check=False).report
     assert second["probe"]["status"] == "cached" and second["probe"]["key"] == first["probe"]["key"]
-    assert not any(c in ("transformer", "none") for c in q._timer.calls[calls:])
+    assert not any(c in ("transformer-noskip", "transformer", "none") for c in q._timer.calls[calls:])
     other = hardware.CpuInfo(model="Other CPU", arch="x86_64", logical_cores=2, physical_cores=2,
                              features=["avx2"])
     monkeypatch.setattr(hardware, "cpu_info", lambda: other)
@@ -364,3 +397,25 @@ def test_probe_records_cpu_contention(tiny_fp32):
     stats = _measure_once(tiny_fp32.path, LatencySpec(batch_size=2, sequence_length=16, warmup=1, repeats=8,
                                                       threads=1), vocab_size=100)
     assert stats.cores >= 1 and 0.0 <= stats.busy_fraction <= 1.0
+
+
+def test_confirming_the_leaders_gets_more_rounds_than_a_trial():
+    """A tune recipe times each trial in 3 rounds (`rounds: 3`: exactly 3); the final side-by-side of the
+    leaders may add rounds up to CONFIRM_ROUNDS (7) until the fastest is separable; `max_rounds` caps both."""
+    from quantkit.search.runner import CONFIRM_ROUNDS, OnnxTrialRunner
+
+    a, b = QuantizationConfig(approach="dynamic"), QuantizationConfig(approach="dynamic", per_channel=True)
+    runner = object.__new__(OnnxTrialRunner)  # only the timing parts are exercised
+    runner.quantize = lambda config: Path(f"/m/{config_hash(config)}.onnx")
+    # overlapping rounds: never separable, so the confirmation spends its whole budget
+    runner.timer = FakeTimer({config_hash(a): [50, 58, 51], config_hash(b): [57, 49, 56]})
+    runner.latency = LatencySpec(rounds=3)
+    assert runner.latency.round_budget == 3 and CONFIRM_ROUNDS == 7
+    assert runner.confirm_latency([a, b]).rounds == 7
+    runner.timer = FakeTimer({config_hash(a): [50, 58, 51], config_hash(b): [57, 49, 56]})
+    runner.latency = LatencySpec(rounds=3, max_rounds=4)
+    assert runner.confirm_latency([a, b]).rounds == 4
+    # separable from the start: stops at the first rounds
+    runner.timer = FakeTimer({config_hash(a): [50, 51, 50], config_hash(b): [80, 81, 80]})
+    runner.latency = LatencySpec(rounds=3)
+    assert runner.confirm_latency([a, b]).rounds == 3
