@@ -404,7 +404,8 @@ def test_confirming_the_leaders_gets_more_rounds_than_a_trial():
     leaders may add rounds up to CONFIRM_ROUNDS (7) until the fastest is separable; `max_rounds` caps both."""
     from quantkit.search.runner import CONFIRM_ROUNDS, OnnxTrialRunner
 
-    a, b = QuantizationConfig(approach="dynamic"), QuantizationConfig(approach="dynamic", per_channel=True)
+    a, b = QuantizationConfig(approach="dynamic"), QuantizationConfig(approach="dynamic", weights_only_matmul=True)
+    assert config_hash(a) != config_hash(b)
     runner = object.__new__(OnnxTrialRunner)  # only the timing parts are exercised
     runner.quantize = lambda config: Path(f"/m/{config_hash(config)}.onnx")
     # overlapping rounds: never separable, so the confirmation spends its whole budget
