@@ -74,7 +74,7 @@ def optimum_dynamic(fp32_dir: Path, out: Path) -> Path:
 def run_task(name: str, work: Path, rounds: int, repeats: int, tune: bool, threads: int) -> list[dict]:
     cfg = TASKS[name]
     model_dir = cfg["model"]()
-    q = Quantizer.from_pretrained(model_dir)
+    q = Quantizer.from_pretrained(model_dir, task=load_spec(cfg["default"]).model.task)  # the recipe's task
     spec = load_spec(cfg["default"]).with_overrides(**{"evaluation.shapes": None, "output.keep_fp32": True})
     default = q.quantize(spec, work / f"{name}-default", overwrite=True, progress=False)
     paths = {"FP32 ONNX": default.output_dir / "fp32" / "model.onnx"}
@@ -144,6 +144,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="quantkit-bench-tasks-") as tmp:
         for name in args.tasks:
             rows += run_task(name, Path(tmp), args.rounds, args.repeats, not args.no_tune, threads)
+            if args.json:  # after each task: a later failure does not lose the finished rows
+                args.json.write_text(json.dumps({"cpu": cpu.to_dict(), "threads": threads, "rows": rows}, indent=1,
+                                                default=float))
     table = Table(title="int8 per task, side by side (ratios: median [min-max] of per-round model/FP32)")
     for col in ("task", "model", "metric", "Δ rel", "agreement", "size MB", "p50 b1 ms", "b1 vs FP32", "p50 b8 ms",
                 "b8 vs FP32", "b8 speedup"):

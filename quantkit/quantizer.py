@@ -559,6 +559,7 @@ class Quantizer:
 
         tuning = spec.tuning
         assert tuning is not None
+        self._probe = None  # a search does not probe (its space has the levels): no verdict of an earlier quantize
         timings: dict[str, float] = {}
         started = t = time.perf_counter()
         evaluation, calibration = self._load_data(spec)

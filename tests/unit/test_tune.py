@@ -152,3 +152,19 @@ def test_sensitivity_ranks_only_nodes_the_config_quantizes(tiny_loaded, tiny_fp3
     again = node_sensitivity(tiny_fp32.path, q.path, data.select(8), ["MatMul"], tmp_path, weights_only_matmul=True,
                              exclude=[first])
     assert {name for name, _ in again} == weight_matmuls - {first}
+
+
+def test_a_search_report_carries_no_probe_verdict_of_an_earlier_quantize(tune_spec, tiny_model_dir, tmp_path):
+    """The search does not probe (its space holds the levels): a probe result left on the Quantizer by an
+    earlier quantize() must not be reported (or carded) as this run's measurement."""
+    from quantkit import Quantizer
+    from quantkit.probe import ProbeResult
+    from quantkit.spec import load_spec
+
+    q = Quantizer.from_pretrained(tiny_model_dir)
+    q._probe = ProbeResult("export.optimize", "measured", "transformer-noskip", "none", "stale verdict")
+    result = q.tune(load_spec(tune_spec).with_overrides(**{"tuning.max_trials": 1}), tmp_path / "t", progress=False)
+    assert "probe" not in result.report and result.report["tuning"]["trials"]
+    from quantkit.card import model_card_text
+
+    assert "stale verdict" not in model_card_text(result.report, "me/tiny-int8")
