@@ -192,7 +192,8 @@ def _transformer(src: Path, dst: Path, model_type: str, config: Any, fuse_embedd
     family = ort_model_type(model_type)
     if family is None:
         raise ExportError(
-            f"export.optimize: transformer*: ONNX Runtime's transformer optimizer has no fusions for model type "
+            f"export.optimize: {'transformer' if skip_layer_norm else AUTO_DYNAMIC_LEVEL}: ONNX Runtime's "
+            f"transformer optimizer has no fusions for model type "
             f"{model_type!r}",
             hint="use export.optimize: extended (or auto)",
         )
