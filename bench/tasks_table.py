@@ -74,8 +74,9 @@ def optimum_dynamic(fp32_dir: Path, out: Path) -> Path:
 def run_task(name: str, work: Path, rounds: int, repeats: int, tune: bool, threads: int) -> list[dict]:
     cfg = TASKS[name]
     model_dir = cfg["model"]()
-    q = Quantizer.from_pretrained(model_dir, task=load_spec(cfg["default"]).model.task)  # the recipe's task
-    spec = load_spec(cfg["default"]).with_overrides(**{"evaluation.shapes": None, "output.keep_fp32": True})
+    ev = load_spec(cfg["default"])
+    q = Quantizer.from_pretrained(model_dir, task=ev.model.task)  # the recipe's task
+    spec = ev.with_overrides(**{"evaluation.shapes": None, "output.keep_fp32": True})
     default = q.quantize(spec, work / f"{name}-default", overwrite=True, progress=False)
     paths = {"FP32 ONNX": default.output_dir / "fp32" / "model.onnx"}
     fp32_dir = work / f"{name}-fp32"
@@ -91,7 +92,6 @@ def run_task(name: str, work: Path, rounds: int, repeats: int, tune: bool, threa
     # score every model with the task's own metric on the same encoded data
     task = q.task
     spec = default.report["spec"]
-    ev = load_spec(cfg["default"])
     data = load_text_dataset(ev.data.evaluation, q.loaded.tokenizer, task, key="data.evaluation",
                              max_length=ev.data.max_length, padding=ev.data.padding)
     preds = {label: OnnxRunner(p, threads).run(data, 32, task).values for label, p in paths.items()}

@@ -33,7 +33,8 @@ from .graph import op_counts
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LEVELS", "TRANSFORMER_LEVELS", "AUTO_DYNAMIC_LEVEL", "PROBED_LEVELS", "unfuse_skip_layer_norm", "FUSED_OPS", "ORT_FAMILIES", "ort_model_type", "resolve_level", "optimize_graph", "compare_models"]
+__all__ = ["LEVELS", "TRANSFORMER_LEVELS", "AUTO_DYNAMIC_LEVEL", "PROBED_LEVELS", "unfuse_skip_layer_norm",
+           "FUSED_OPS", "ORT_FAMILIES", "ort_model_type", "resolve_level", "optimize_graph", "compare_models"]
 
 LEVELS = ("none", "basic", "extended", "transformer-noskip", "transformer")
 #: The levels that run ONNX Runtime's transformer optimizer (need a supported model type).
@@ -184,16 +185,14 @@ def unfuse_skip_layer_norm(graph: Any) -> int:
     return count
 
 
-def _transformer(src: Path, dst: Path, model_type: str, config: Any, fuse_embeddings: bool,
-                 skip_layer_norm: bool = True) -> None:
+def _transformer(src: Path, dst: Path, level: str, model_type: str, config: Any, fuse_embeddings: bool) -> None:
     from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
 
     family = ort_model_type(model_type)
     if family is None:
         raise ExportError(
-            f"export.optimize: {'transformer' if skip_layer_norm else AUTO_DYNAMIC_LEVEL}: ONNX Runtime's "
-            f"transformer optimizer has no fusions for model type "
+            f"export.optimize: {level}: ONNX Runtime's transformer optimizer has no fusions for model type "
             f"{model_type!r}",
             hint="use export.optimize: extended (or auto)",
         )
@@ -203,7 +202,7 @@ def _transformer(src: Path, dst: Path, model_type: str, config: Any, fuse_embedd
     options.enable_embed_layer_norm = fuse_embeddings
     optimized = optimize_model(str(src), model_type=family, num_heads=heads, hidden_size=hidden,
                                optimization_options=options)
-    if not skip_layer_norm:  # fused first (the attention and bias fusions expect it), then taken apart
+    if level == "transformer-noskip":  # fused first (the attention and bias fusions expect it), then taken apart
         unfuse_skip_layer_norm(optimized.model.graph)
     optimized.save_model_to_file(str(dst))
 
@@ -238,8 +237,7 @@ def optimize_graph(
     dst = output_dir / "model.onnx"
     try:
         if level in TRANSFORMER_LEVELS:
-            _transformer(fp32.path, dst, model_type or "", model_config, fuse_embeddings,
-                         skip_layer_norm=level == "transformer")
+            _transformer(fp32.path, dst, level, model_type or "", model_config, fuse_embeddings)
         else:
             _ort_level(fp32.path, dst, level)
     except ExportError:

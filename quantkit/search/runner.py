@@ -93,9 +93,10 @@ class OnnxTrialRunner:
         return self.timer or SubprocessTimer(self.latency, sequence_length=self.evaluation.max_length,
                                              vocab_size=self.vocab_size)
 
-    def _time(self, paths: dict[str, Any], done: Callable[[Rounds], bool] | None) -> Rounds:
-        return measure(paths, self._timer(), min_rounds=self.latency.rounds, max_rounds=self.latency.round_budget,
-                       done=done)
+    def _time(self, paths: dict[str, Any], done: Callable[[Rounds], bool] | None,
+              max_rounds: int | None = None) -> Rounds:
+        return measure(paths, self._timer(), min_rounds=self.latency.rounds,
+                       max_rounds=max_rounds or self.latency.round_budget, done=done)
 
     def _runtime(self, path: Path) -> float:
         return self._time({"m": path}, None).median_ms("m")
@@ -106,9 +107,8 @@ class OnnxTrialRunner:
         when set, else at least :data:`CONFIRM_ROUNDS` (the winner is decided here, so it gets more rounds
         than a trial's own timing)."""
         paths = {config_hash(c): self.quantize(c) for c in configs}
-        budget = self.latency.max_rounds or max(CONFIRM_ROUNDS, self.latency.round_budget)
-        return measure(paths, self._timer(), min_rounds=self.latency.rounds, max_rounds=max(budget, self.latency.rounds),
-                       done=done_when_ranked(list(paths)))
+        budget = self.latency.round_budget if self.latency.max_rounds else max(CONFIRM_ROUNDS, self.latency.round_budget)
+        return self._time(paths, done_when_ranked(list(paths)), max_rounds=budget)
 
     def _predict(self, path: Path, data: TextDataset) -> Any:
         """The task's predictions of ``path`` on ``data`` (sharded when ``evaluation.shards`` says so)."""
