@@ -6,7 +6,7 @@ Runs on the quantkit[optimum] stack (both exporters available: bash scripts/setu
 reference model (../shared/models/minilm-spam) goes through recipes/minilm-spam-dynamic.yaml twice, once per
 exporter (``export.exporter: quantkit`` / ``optimum``; everything else as the recipe says: fused graph,
 dynamic int8 with the hardware defaults), each scored on the same 591 validation emails. Then the two int8
-models are timed at batch 8 × sequence 128 with quantkit.timing.measure: interleaved rounds (order rotated
+models are timed at batch 8 × sequence 128 with quantkit.latency.measure: interleaved rounds (order rotated
 each round), each round of each model in a fresh process (SubprocessTimer), the same random inputs; what is
 reported is the median of the per-round ratios quantkit / optimum with its order-statistic interval
 (ratio_estimate), and every round's ratio, so noise on a shared machine shows as what it is.
@@ -37,14 +37,14 @@ EXPORTERS = ("quantkit", "optimum")
 
 def quantize(exporter: str, out: Path, console: Console, limit: int | None):
     """The recipe with ``export.exporter`` set; latency here is the run's own (1 round): the table times later."""
-    from quantkit import Quantizer, load_spec
+    from quantkit import Quantizer, load_spec, with_overrides
 
     changes = {"model.name_or_path": str(MODEL), "export.exporter": exporter, "evaluation.shapes": None,
                "evaluation.latency.rounds": 1, "evaluation.latency.max_rounds": 1, "evaluation.latency.repeats": 3,
                "output.keep_fp32": False}
     if limit:
         changes["data.evaluation.limit"] = limit
-    spec = load_spec(RECIPE).with_overrides(**changes)
+    spec = with_overrides(load_spec(RECIPE), **changes)
     start = time.perf_counter()
     result = Quantizer.from_pretrained(MODEL).quantize(spec, output_dir=out, overwrite=True, progress=False)
     console.print(f"{exporter}: exported, quantized and evaluated in {time.perf_counter() - start:.0f}s")
@@ -67,7 +67,7 @@ def main() -> None:
     from quantkit.export import optimum_onnx_available
     from quantkit.graph import op_counts
     from quantkit.spec import LatencySpec
-    from quantkit.timing import SubprocessTimer, measure, ratio_estimate
+    from quantkit.latency import SubprocessTimer, measure, ratio_estimate
 
     if not optimum_onnx_available():
         sys.exit("bench/exporter_table.py needs both exporters: run it on the quantkit[optimum] stack "

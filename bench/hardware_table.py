@@ -41,21 +41,16 @@ import numpy as np  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from quantkit import Quantizer, load_spec  # noqa: E402
+from quantkit import Quantizer, load_spec, with_overrides  # noqa: E402
 from quantkit.data import load_rows, load_text_dataset  # noqa: E402
-from quantkit.evaluation import (  # noqa: E402
-    OnnxRunner,
-    compute_metric,
-    default_threads,
-    measure_side_by_side,
-    to_predictions,
-)
+from quantkit.evaluation import OnnxRunner, compute_metric, to_predictions  # noqa: E402
 from quantkit.export import export_onnx  # noqa: E402
 from quantkit.fusion import optimize_graph  # noqa: E402
 from quantkit.graph import model_size_bytes  # noqa: E402
 from quantkit.hardware import cpu_info, detect_target  # noqa: E402
-from quantkit.timing import ratio_estimate  # noqa: E402
+from quantkit.latency import default_threads, measure_side_by_side, ratio_estimate  # noqa: E402
 from quantkit.spec import ExportSpec, LatencySpec  # noqa: E402
+from quantkit.tasks import task_for  # noqa: E402
 
 MODEL = REPO.parent / "shared" / "models" / "minilm-spam"
 RECIPE = REPO / "recipes" / "minilm-spam-dynamic.yaml"
@@ -269,9 +264,9 @@ def main() -> None:
     models: dict[str, Path] = {"FP32 ONNX": fp32.path, "FP32 fused": fused.path}
     models["Optimum avx512_vnni dynamic"] = optimum_dynamic(work / "fp32", work / "optimum-dynamic")
     models["Optimum avx512_vnni static"] = optimum_static(work / "fp32", work / "optimum-static", loaded.tokenizer)
-    spec = load_spec(RECIPE).with_overrides(**{"evaluation.shapes": None, "output.keep_fp32": False})
+    spec = with_overrides(load_spec(RECIPE), **{"evaluation.shapes": None, "output.keep_fp32": False})
     variants = {"quantkit hardware: auto": spec,
-                "quantkit hardware: avx512_vnni (U8S8)": spec.with_overrides(hardware="avx512_vnni")}
+                "quantkit hardware: avx512_vnni (U8S8)": with_overrides(spec, hardware="avx512_vnni")}
     chosen = {}
     for name, vspec in variants.items():
         result = quantizer.quantize(vspec, output_dir=work / name.split(":")[-1].strip().split(" ")[0],
@@ -284,8 +279,8 @@ def main() -> None:
         name, _, folder = item.partition("=")
         models[name] = Path(folder).resolve() / "model.onnx"
 
-    data = load_text_dataset(spec.data.evaluation, loaded.tokenizer, key="data.evaluation",
-                             max_length=128, padding="max_length", model_config=loaded.config)
+    data = load_text_dataset(spec.data.evaluation, loaded.tokenizer, task_for("text-classification", loaded.config),
+                             key="data.evaluation", max_length=128, padding="max_length")
     accuracy = {name: compute_metric("accuracy", to_predictions(OnnxRunner(p, threads).predict(data, 32), False),
                                      data.labels) for name, p in models.items()}
     p50: dict[tuple[str, int], float] = {}

@@ -34,7 +34,7 @@ sys.path.insert(0, str(REPO))
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from quantkit import Quantizer, load_spec  # noqa: E402
+from quantkit import Quantizer, load_spec, with_overrides  # noqa: E402
 from quantkit.errors import ToleranceNotMetError  # noqa: E402
 from quantkit.hardware import cpu_info, detect_target  # noqa: E402
 from quantkit.search.report import describe_config  # noqa: E402
@@ -109,11 +109,11 @@ def main() -> None:
     cpu = cpu_info()
     console.print(f"CPU: {cpu.model} ({detect_target(cpu)}, {cpu.physical_cores} physical / {cpu.logical_cores} "
                   f"logical cores); recipe {args.recipe.name}, model {args.model}")
-    base = load_spec(args.recipe).with_overrides(**{"model.name_or_path": str(args.model.resolve())})
+    base = with_overrides(load_spec(args.recipe), **{"model.name_or_path": str(args.model.resolve())})
     results: dict[str, dict] = {}
     work = Path(tempfile.mkdtemp(prefix="quantkit-ray-bench-"))
 
-    local = base.with_overrides(**{"tuning.executor": {"type": "local"}})
+    local = with_overrides(base, **{"tuning.executor": {"type": "local"}})
     console.print("local executor: tuning ...")
     results["local"] = run(local, args.model, work / "local")
 
@@ -132,7 +132,7 @@ def main() -> None:
         nodes = [n for n in ray.nodes() if n["Alive"]]
         console.print(f"ray cluster: {len(nodes)} node(s), {ray.cluster_resources().get('CPU', 0):g} CPUs at "
                       f"127.0.0.1:{port}; tuning with {args.parallel} trial(s) at once ...")
-        on_ray = base.with_overrides(**{"tuning.executor": {"type": "ray", "address": f"127.0.0.1:{port}",
+        on_ray = with_overrides(base, **{"tuning.executor": {"type": "ray", "address": f"127.0.0.1:{port}",
                                                             "parallel_trials": args.parallel, "cpus_per_trial": 1}})
         results[f"ray ({len(nodes)} nodes x 1 CPU)"] = run(on_ray, args.model, work / "ray")
     finally:

@@ -33,14 +33,14 @@ import numpy as np  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from quantkit import Quantizer, load_spec  # noqa: E402
+from quantkit import Quantizer, load_spec, with_overrides  # noqa: E402
 from quantkit.data import load_text_dataset  # noqa: E402
-from quantkit.evaluation import OnnxRunner, default_threads  # noqa: E402
+from quantkit.evaluation import OnnxRunner  # noqa: E402
 from quantkit.graph import model_size_bytes  # noqa: E402
 from quantkit.hardware import cpu_info, detect_target  # noqa: E402
+from quantkit.latency import SubprocessTimer, default_threads, measure, ratio_estimate  # noqa: E402
 from quantkit.metrics import cosine_rows  # noqa: E402
 from quantkit.spec import LatencySpec  # noqa: E402
-from quantkit.timing import SubprocessTimer, measure, ratio_estimate  # noqa: E402
 
 sys.path.insert(0, str(REPO / "scripts"))
 from fetch_models import fetch  # noqa: E402
@@ -76,7 +76,7 @@ def run_task(name: str, work: Path, rounds: int, repeats: int, tune: bool, threa
     model_dir = cfg["model"]()
     ev = load_spec(cfg["default"])
     q = Quantizer.from_pretrained(model_dir, task=ev.model.task)  # the recipe's task
-    spec = ev.with_overrides(**{"evaluation.shapes": None, "output.keep_fp32": True})
+    spec = with_overrides(ev, **{"evaluation.shapes": None, "output.keep_fp32": True})
     default = q.quantize(spec, work / f"{name}-default", overwrite=True, progress=False)
     paths = {"FP32 ONNX": default.output_dir / "fp32" / "model.onnx"}
     fp32_dir = work / f"{name}-fp32"

@@ -36,14 +36,15 @@ from .errors import (
     ToleranceNotMetError,
 )
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 _LAZY = {
     "Quantizer": "quantkit.quantizer",
     "QuantizationResult": "quantkit.quantizer",
     "QuantizationSpec": "quantkit.spec",
-    "load_spec": "quantkit.spec",
-    "parse_spec": "quantkit.spec",
+    "load_spec": "quantkit.specio",
+    "parse_spec": "quantkit.specio",
+    "with_overrides": "quantkit.specio",
     "run_checks": "quantkit.checks",
 }
 
@@ -54,6 +55,7 @@ __all__ = [
     "QuantizationSpec",
     "load_spec",
     "parse_spec",
+    "with_overrides",
     "QuantkitError",
     "SpecError",
     "ModelLoadError",
@@ -82,7 +84,8 @@ __all__ = [
 if TYPE_CHECKING:  # pragma: no cover
     from .quantizer import QuantizationResult, Quantizer
     from .checks import run_checks
-    from .spec import QuantizationSpec, load_spec, parse_spec
+    from .spec import QuantizationSpec
+    from .specio import load_spec, parse_spec, with_overrides
 
 
 def __getattr__(name: str) -> Any:

@@ -4,9 +4,9 @@ A model is an artifact folder (``model.onnx`` + ``config.json``, optionally an F
 ``fp32/model.onnx``), a plain ONNX folder such as an Optimum export, a direct path to a ``.onnx`` file,
 or a Hub repo id (downloaded with :func:`quantkit.hub.resolve_artifact`).
 
-Every model × (batch, sequence length) is timed with :mod:`quantkit.timing`: a fresh process per
+Every model × (batch, sequence length) is timed with :mod:`quantkit.latency`: a fresh process per
 measurement, the models of one shape interleaved round by round (order rotated each round); each row's
-latencies are those of its median round. Each quantized row is compared with the FP32 baseline of its own
+measurement (:class:`~quantkit.latency.RuntimeStats`) is that of its median round. Each quantized row is compared with the FP32 baseline of its own
 folder at the same shape: ``vs_fp32`` is the median of the per-round int8 p50 / FP32 p50 ratios, with its
 interval (``vs_fp32_low``-``vs_fp32_high``) and a "timings unreliable" warning when the rounds cannot
 establish it.
@@ -27,9 +27,8 @@ from typing import Any
 
 from .artifacts import MODEL_FILE
 from .errors import ArtifactError, ArtifactNotFoundError, BenchmarkError
-from .evaluation import default_threads
+from .latency import RuntimeStats, SubprocessTimer, default_threads, measure, speedup_warning
 from .spec import LatencySpec
-from .timing import SubprocessTimer, measure, speedup_warning
 
 logger = logging.getLogger(__name__)
 
@@ -84,32 +83,44 @@ class BenchmarkModel:
         return data
 
 
+#: The fields of a row's measurement (:class:`~quantkit.latency.RuntimeStats`) that ``benchmark.json`` holds, in
+#: its column order; the busy-CPU diagnostics stay in ``row.stats`` only.
+_MEASURED = ("batch_size", "sequence_length", "threads", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "throughput",
+             "peak_rss_mb", "model_rss_mb", "load_s")
+
+
 @dataclass
 class BenchmarkRow:
-    """Timing of one model at one shape."""
+    """Timing of one model at one shape: its measurement (``row.p50_ms`` etc. read it) and how it compares
+    with its FP32 baseline."""
 
     model: str
     path: str
     precision: str
-    batch_size: int
-    sequence_length: int
-    threads: int
-    p50_ms: float
-    p90_ms: float
-    p99_ms: float
-    mean_ms: float
-    throughput: float  # examples per second at p50
-    peak_rss_mb: float
-    model_rss_mb: float
-    load_s: float
+    stats: RuntimeStats  # the median round's measurement
     baseline: str | None = None  # the FP32 row this one is compared with
     vs_fp32: float | None = None  # median of per-round p50 / baseline p50 (1.0 for the baseline itself)
-    vs_fp32_low: float | None = None  # interval of that median over the rounds (quantkit.timing.ratio_estimate)
+    vs_fp32_low: float | None = None  # interval of that median over the rounds (quantkit.latency.ratio_estimate)
     vs_fp32_high: float | None = None
     timing_warning: str | None = None  # "timings unreliable: ..." when the rounds cannot establish the ratio
 
+    def __getattr__(self, name: str) -> Any:
+        if name in _MEASURED:  # batch_size, p50_ms, ...: the measurement's
+            return getattr(self.stats, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {"model": self.model, "path": self.path, "precision": self.precision,
+                **{k: getattr(self.stats, k) for k in _MEASURED}, "baseline": self.baseline, "vs_fp32": self.vs_fp32,
+                "vs_fp32_low": self.vs_fp32_low, "vs_fp32_high": self.vs_fp32_high,
+                "timing_warning": self.timing_warning}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BenchmarkRow:
+        """A row back from its :meth:`to_dict` (unknown keys are ignored)."""
+        keys = {f.name for f in fields(cls)} - {"stats"}
+        return cls(stats=RuntimeStats(**{k: data[k] for k in _MEASURED}),
+                   **{k: v for k, v in data.items() if k in keys})
 
 
 @dataclass
@@ -144,8 +155,7 @@ class BenchmarkResult:
         model_keys = {f.name for f in fields(BenchmarkModel)}
         models = [BenchmarkModel(**{**{k: v for k, v in m.items() if k in model_keys}, "path": Path(m["path"])})
                   for m in data["models"]]
-        row_keys = {f.name for f in fields(BenchmarkRow)}
-        rows = [BenchmarkRow(**{k: v for k, v in r.items() if k in row_keys}) for r in data["rows"]]
+        rows = [BenchmarkRow.from_dict(r) for r in data["rows"]]
         return cls(rows=rows, models=models, settings=data.get("settings", {}),
                    environment=data.get("environment", {}), created=data.get("created", ""))
 
@@ -359,7 +369,7 @@ def _check_settings(threads: int | None, warmup: int, repeats: int, rounds: int)
 def _environment() -> dict[str, Any]:
     from importlib import metadata
 
-    from . import __version__
+    from ._version import __version__
     from .hardware import cpu_info
 
     try:
@@ -447,11 +457,8 @@ def benchmark(
             elif any(o.baseline == t.label for o in targets):
                 ratio = 1.0
             rows.append(BenchmarkRow(
-                model=t.label, path=str(t.path), precision=t.precision, batch_size=batch, sequence_length=seq,
-                threads=st.threads, p50_ms=st.p50_ms, p90_ms=st.p90_ms, p99_ms=st.p99_ms, mean_ms=st.mean_ms,
-                throughput=st.throughput, peak_rss_mb=st.peak_rss_mb, model_rss_mb=st.model_rss_mb,
-                load_s=st.load_s, baseline=t.baseline, vs_fp32=ratio, vs_fp32_low=low, vs_fp32_high=high,
-                timing_warning=warning,
+                model=t.label, path=str(t.path), precision=t.precision, stats=st, baseline=t.baseline, vs_fp32=ratio,
+                vs_fp32_low=low, vs_fp32_high=high, timing_warning=warning,
             ))
     settings = {"batch_sizes": batches, "sequence_lengths": seqs, "threads": threads, "warmup": warmup,
                 "repeats": repeats, "rounds": rounds, "include_fp32": include_fp32, "vocab_size": vocab,

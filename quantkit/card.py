@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from .timing_report import timing_card_lines
+from .latency import timing_card_lines
 
 logger = logging.getLogger(__name__)
 
@@ -119,17 +119,10 @@ def find_base_model(report: dict[str, Any], explicit: str | None = None) -> str 
     return _hub_id(report.get("model", {}).get("name_or_path"))
 
 
-def find_license(
-    report: dict[str, Any],
-    folder: Path | None = None,
-    *,
-    base_model: str | None = None,
-    explicit: str | None = None,
-    token: str | None = None,
-) -> str | None:
-    """The license to carry, from the first that has one: ``explicit``; the report's ``model.license``;
-    the base model's local folder README front matter; the artifact folder's own README front matter;
-    the base model's card on the Hub (best effort: skipped offline, failures ignored)."""
+def find_license(report: dict[str, Any], folder: Path | None = None, *, explicit: str | None = None) -> str | None:
+    """The license to carry, from the first local source that has one: ``explicit``; the report's
+    ``model.license``; the base model's local folder README front matter; the artifact folder's own README
+    front matter. (The base model's card on the Hub is asked by :mod:`quantkit.hub` when these have none.)"""
     if explicit:
         return explicit
     model = report.get("model", {})
@@ -146,26 +139,7 @@ def find_license(
             value = _front_matter(readme).get("license")
             if value:
                 return str(value)
-    if base_model:
-        return _hub_license(base_model, model.get("revision"), token)
     return None
-
-
-def _hub_license(repo_id: str, revision: str | None, token: str | None) -> str | None:
-    from huggingface_hub import HfApi, constants
-
-    from .hub import hub_endpoint
-
-    if constants.HF_HUB_OFFLINE:
-        return None
-    try:
-        info = HfApi(endpoint=hub_endpoint(), token=token).model_info(repo_id, revision=revision, timeout=10)
-    except Exception as exc:  # noqa: BLE001 - the license is optional
-        logger.debug("no license from %s: %s", repo_id, type(exc).__name__)
-        return None
-    data = getattr(info, "card_data", None)
-    value = getattr(data, "license", None) if data is not None else None
-    return str(value) if value else None
 
 
 # --------------------------------------------------------------------------- the card
@@ -178,7 +152,7 @@ def _metadata(report: dict[str, Any], repo_id: str, base_model: str | None, lice
     data_spec = report.get("spec", {}).get("data", {}) or {}
     tags = [*BASE_TAGS, f"{cfg.get('approach', 'dynamic')}-quantization"]
     backend = report.get("quantization", {}).get("backend")
-    if backend and backend != "onnxruntime":
+    if backend and backend not in tags:  # onnxruntime is a base tag already
         tags.append(backend)
     datasets = []
     for key in ("evaluation", "calibration"):
@@ -391,12 +365,12 @@ def _task(report: dict[str, Any]) -> Any:
     """The report's task, bound to what the report says of it (pooling of a sentence encoder)."""
     from types import SimpleNamespace
 
-    from .tasks import task_for
+    from .tasks import DEFAULT_TASK, task_for
 
     section = report.get("task") or {}
     options = SimpleNamespace(pooling=section.get("pooling", "auto"),
                               normalize={True: "true", False: "false"}.get(section.get("normalize"), "auto"))
-    return task_for(report.get("model", {}).get("task") or "text-classification", options=options)
+    return task_for(report.get("model", {}).get("task") or DEFAULT_TASK, options=options)
 
 
 def _usage_section(report: dict[str, Any], repo_id: str) -> list[str]:
@@ -482,11 +456,13 @@ def model_card_for_folder(
     files: Iterable[str] = (),
     base_model: str | None = None,
     license: str | None = None,
-    token: str | None = None,
 ) -> str:
-    """Generate and validate the card for the artifact ``folder`` (found metadata filled in)."""
+    """Generate and validate the card for the artifact ``folder`` (found metadata filled in).
+
+    ``license`` is carried when given (e.g. the base model's license on the Hub, looked up by
+    :mod:`quantkit.hub`); else it is found locally (:func:`find_license`)."""
     base = find_base_model(report, base_model)
-    found = find_license(report, folder, base_model=base, explicit=license, token=token)
+    found = find_license(report, folder, explicit=license)
     text = model_card_text(report, repo_id, files=files, base_model=base, license=found)
     validate_model_card(text)
     return text

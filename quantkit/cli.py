@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from . import __version__
+from ._version import __version__
 from .errors import QuantkitError
 
 app = typer.Typer(
@@ -91,12 +91,12 @@ def _main(
 
 
 def _load(config: Path, model: str | None) -> Any:
-    from .spec import load_spec
+    from .specio import load_spec, with_overrides
 
     spec = load_spec(config)
     if model is not None:
         local = Path(model).expanduser()
-        spec = spec.with_overrides(**{"model.name_or_path": str(local.resolve()) if local.exists() else model})
+        spec = with_overrides(spec, **{"model.name_or_path": str(local.resolve()) if local.exists() else model})
     return spec
 
 
@@ -140,7 +140,7 @@ def _render(result: Any) -> None:
         )
         for node in tuning["fallback_nodes"]:
             out.print(f"  kept in FP32: {node['node']} (+{node['metric_gain']:.4f} metric)", highlight=False)
-    from .timing_report import timing_warnings
+    from .latency import timing_warnings
 
     probe = result.report.get("probe")
     if probe:
@@ -173,7 +173,7 @@ def _run(config: Path, model: str | None, output: Path | None, overwrite: bool, 
 
         spec = _load(config, model)
         if executor is not None:  # --executor: where trials (and evaluation shards) run
-            spec = spec.with_overrides(**{"tuning.executor.type": executor, "evaluation.executor.type": executor})
+            spec = with_overrides(spec, **{"tuning.executor.type": executor, "evaluation.executor.type": executor})
         if reset_trials:
             _reset_trials(output if output is not None else spec.output.dir)
         if check:  # before loading the weights: a bad spec fails in seconds, with every problem listed

@@ -157,24 +157,15 @@ def load_rows(ds: DatasetSpec, key: str, columns: Any = None) -> Any:
     return dset
 
 
-def _default_task(task: Any, model_config: Any) -> Any:
-    if task is not None:
-        return task
-    from .tasks import task_for
-
-    return task_for("text-classification", model_config)
-
-
 def encode(
-    rows: Any, tokenizer: Any, ds: DatasetSpec, task: Any = None, *, key: str, max_length: int, padding: str,
-    labelled: bool | None = None, model_config: Any = None,
+    rows: Any, tokenizer: Any, ds: DatasetSpec, task: Any, *, key: str, max_length: int, padding: str,
+    labelled: bool | None = None,
 ) -> TextDataset:
-    """Tokenize ``rows`` the way ``task`` reads them (truncating to ``max_length``) into a :class:`TextDataset`.
+    """Tokenize ``rows`` the way ``task`` (a :class:`~quantkit.tasks.Task` object) reads them (truncating to
+    ``max_length``) into a :class:`TextDataset`.
 
-    ``labelled=False`` skips the references even when the data has a label column. Without ``task``,
-    a text classifier with ``model_config`` is assumed.
+    ``labelled=False`` skips the references even when the data has a label column.
     """
-    task = _default_task(task, model_config)
     columns = task.columns(ds)
     with_labels = columns.label is not None if labelled is None else labelled and columns.label is not None
     return task.encode(rows, tokenizer, columns, key=key, max_length=max_length, padding=padding,
@@ -182,11 +173,9 @@ def encode(
 
 
 def load_text_dataset(
-    ds: DatasetSpec, tokenizer: Any, task: Any = None, *, key: str, max_length: int, padding: str,
-    model_config: Any = None,
+    ds: DatasetSpec, tokenizer: Any, task: Any, *, key: str, max_length: int, padding: str,
 ) -> TextDataset:
-    """:func:`load_rows` then :func:`encode` with ``task`` (a text classifier with ``model_config`` when None)."""
-    task = _default_task(task, model_config)
+    """:func:`load_rows` then :func:`encode` with ``task`` (a :class:`~quantkit.tasks.Task` object)."""
     rows = load_rows(ds, key, task.columns(ds))
     data = encode(rows, tokenizer, ds, task, key=key, max_length=max_length, padding=padding)
     logger.info("%s: %d rows from %d examples of %s", key, len(data), len(rows), ds.path)

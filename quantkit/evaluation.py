@@ -1,19 +1,11 @@
-"""Evaluation: task metrics (via shipped ``evaluate`` scripts), latency, size and memory.
-
-Latency and peak memory are measured in a fresh subprocess per model
-(``python -m quantkit.evaluation``), so one model's allocations and thread pools
-never colour another's numbers.
-"""
+"""Evaluation of one ONNX model: its task predictions (sharded or not), the metric, its size; its runtime
+(latency, memory) comes from :mod:`quantkit.latency`."""
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import subprocess
-import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +15,11 @@ from .data import TextDataset
 from .tasks.base import Predictions
 from .errors import EvaluationError
 from .faults import fault_point
+from .executors.shards import ShardModel, run_shards
 from .graph import model_size_bytes
+from .latency import RuntimeStats, default_threads, measure_runtime
 from .metrics import METRICS, MetricDef, compute_metric, to_predictions  # noqa: F401 (re-exported)
-from .spec import EvaluationSpec, LatencySpec
+from .spec import EvaluationSpec
 
 logger = logging.getLogger(__name__)
 
@@ -34,24 +28,10 @@ __all__ = [
     "MetricDef",
     "compute_metric",
     "OnnxRunner",
-    "RuntimeStats",
-    "measure_runtime",
     "ModelEvaluation",
     "evaluate_model",
-    "default_threads",
+    "predict",
 ]
-
-def default_threads() -> int:
-    """Physical cores available to this process (ONNX Runtime's own default)."""
-    try:
-        import psutil
-
-        physical = psutil.cpu_count(logical=False)
-    except ImportError:  # pragma: no cover
-        physical = None
-    avail = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(physical or avail, avail))
-
 
 class OnnxRunner:
     """An ONNX Runtime CPU session that runs :class:`TextDataset` batches."""
@@ -103,163 +83,24 @@ class OnnxRunner:
         return parts, raws
 
 
-@dataclass
-class RuntimeStats:
-    """Latency (ms), throughput and memory of one model at one input shape."""
-
-    batch_size: int
-    sequence_length: int
-    threads: int
-    p50_ms: float
-    p90_ms: float
-    p99_ms: float
-    mean_ms: float
-    throughput: float  # examples per second at p50
-    load_s: float
-    peak_rss_mb: float
-    model_rss_mb: float  # peak RSS minus the process's RSS before loading the model
-    #: Fraction of samples during the timed runs with more runnable threads machine-wide than cores (other work
-    #: competing for the CPU), the median runnable count, and the cores this process may use.
-    busy_fraction: float = 0.0
-    runnable: float = 0.0
-    cores: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+def _score_shard(model: ShardModel, part: TextDataset) -> list[Any]:
+    """One shard on one worker: load the model once, run its batches, return the uncollected parts."""
+    runner = OnnxRunner(model.local_path(), model.threads)
+    parts, _ = runner.run_parts(part, model.batch_size, model.task)
+    return parts
 
 
-def _probe(path: str, batch: int, seq: int, threads: int, warmup: int, repeats: int, vocab: int) -> dict[str, Any]:
-    """Runs in the child process: load, warm up, time, and read peak RSS."""
-    import onnxruntime as ort
-
-    def status_mb(field: str) -> float:
-        # VmHWM/VmRSS belong to this process image (ru_maxrss would include the parent's peak,
-        # which Linux carries across fork and exec).
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1]) / 1024
-        return float("nan")
-
-    def rss_mb() -> float:
-        return status_mb("VmRSS")
-
-    before = rss_mb()
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    start = time.perf_counter()
-    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-    load_s = time.perf_counter() - start
-    rng = np.random.default_rng(0)
-    feeds: dict[str, np.ndarray] = {}
-    for inp in session.get_inputs():
-        if inp.name == "input_ids":
-            feeds[inp.name] = rng.integers(1000 if vocab > 2000 else 1, vocab, size=(batch, seq), dtype=np.int64)
-        elif inp.name == "token_type_ids":
-            feeds[inp.name] = np.zeros((batch, seq), dtype=np.int64)
-        else:
-            feeds[inp.name] = np.ones((batch, seq), dtype=np.int64)
-    for _ in range(warmup):
-        session.run(None, feeds)
-    times = []
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    runnable: list[int] = []
-    for i in range(repeats):
-        t = time.perf_counter()
-        session.run(None, feeds)
-        times.append((time.perf_counter() - t) * 1000)
-        if i % max(repeats // 8, 1) == 0:
-            runnable.append(_procs_running())
-    peak = status_mb("VmHWM")
-    # other work on our cores: more runnable threads than cores while ours (at most `threads`) were timed
-    busy = [r > max(cores, threads) for r in runnable if r >= 0]
-    arr = np.asarray(times)
-    return {
-        "batch_size": batch,
-        "sequence_length": seq,
-        "threads": threads,
-        "p50_ms": float(np.percentile(arr, 50)),
-        "p90_ms": float(np.percentile(arr, 90)),
-        "p99_ms": float(np.percentile(arr, 99)),
-        "mean_ms": float(arr.mean()),
-        "throughput": float(batch / (np.percentile(arr, 50) / 1000)),
-        "load_s": load_s,
-        "peak_rss_mb": float(peak),
-        "model_rss_mb": float(max(peak - before, 0.0)),
-        "busy_fraction": float(np.mean(busy)) if busy else 0.0,
-        "runnable": float(np.median([r for r in runnable if r >= 0])) if busy else 0.0,
-        "cores": cores,
-    }
-
-
-def _procs_running() -> int:
-    """Linux: threads runnable right now, machine-wide (/proc/stat ``procs_running``, ours included); -1 elsewhere."""
-    try:
-        with open("/proc/stat") as f:
-            for line in f:
-                if line.startswith("procs_running"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return -1
-
-
-def measure_side_by_side(
-    paths: dict[str, str | Path], latency: LatencySpec, *, sequence_length: int | None = None,
-    vocab_size: int = 30522,
-) -> dict[str, RuntimeStats]:
-    """Time several models in interleaved rounds (A B A B ...); each keeps its best-p50 round."""
-    best: dict[str, RuntimeStats] = {}
-    for _ in range(latency.rounds):
-        for label, path in paths.items():
-            stats = _measure_once(path, latency, sequence_length=sequence_length, vocab_size=vocab_size)
-            if label not in best or stats.p50_ms < best[label].p50_ms:
-                best[label] = stats
-    return best
-
-
-def measure_runtime(
-    path: str | Path, latency: LatencySpec, *, sequence_length: int | None = None, vocab_size: int = 30522
-) -> RuntimeStats:
-    """Latency, load time and peak memory of one model: the best of ``latency.rounds`` fresh-process rounds."""
-    return measure_side_by_side({"m": path}, latency, sequence_length=sequence_length, vocab_size=vocab_size)["m"]
-
-
-def _measure_once(
-    path: str | Path, latency: LatencySpec, *, sequence_length: int | None = None, vocab_size: int = 30522
-) -> RuntimeStats:
-    """Measure latency percentiles, load time and peak memory of ``path`` in a subprocess.
-
-    The shape is ``latency.batch_size`` × (``latency.sequence_length`` or ``sequence_length``).
-    """
-    threads = latency.threads or default_threads()
-    seq = latency.sequence_length or sequence_length
-    if seq is None:
-        raise EvaluationError("latency measurement needs a sequence length")
-    args = [
-        str(path),
-        str(latency.batch_size),
-        str(seq),
-        str(threads),
-        str(latency.warmup),
-        str(latency.repeats),
-        str(vocab_size),
-    ]
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-    proc = subprocess.run(
-        [sys.executable, "-m", "quantkit.evaluation", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise EvaluationError(f"latency probe of {path} failed: {proc.stderr.strip()[-2000:]}")
-    try:
-        return RuntimeStats(**json.loads(proc.stdout.strip().splitlines()[-1]))
-    except (ValueError, IndexError, TypeError) as exc:
-        raise EvaluationError(f"latency probe of {path} printed no result: {proc.stdout[-500:]}") from exc
+def predict(path: str | Path, data: TextDataset, spec: EvaluationSpec, task: Any, *, threads: int | None = None,
+            progress: Any | None = None) -> Any:
+    """``task``'s predictions of the ONNX model at ``path`` on ``data`` (``spec`` says the batch size and
+    sharding: :mod:`quantkit.executors.shards`); the same value sharded or not."""
+    shards = spec.shards or 1
+    if shards <= 1 or len(data) <= spec.batch_size:
+        return OnnxRunner(path, threads).run(data, spec.batch_size, task, progress=progress).values
+    parts = run_shards(_score_shard, path, data, spec, task, threads=threads)
+    if progress is not None:
+        progress.update(len(data))
+    return task.collect(parts, data)
 
 
 @dataclass
@@ -294,7 +135,7 @@ def evaluate_model(
     spec: EvaluationSpec,
     *,
     label: str,
-    task: Any = None,
+    task: Any,
     reference_predictions: Any = None,
     vocab_size: int = 30522,
     measure_speed: bool = True,
@@ -305,12 +146,6 @@ def evaluate_model(
     For label-free metrics (``agreement``, ``cosine``) the references are ``reference_predictions``
     (the FP32 model's); when those are ``None`` the model is its own reference (1.0).
     """
-    if task is None:
-        from .tasks import task_for
-
-        task = task_for("text-classification")
-    from .executors.shards import predict
-
     metric = spec.metric or task.default_metric()
     start = time.perf_counter()
     bar = progress(len(data), f"evaluating {label}") if progress else None
@@ -340,8 +175,3 @@ def evaluate_model(
         eval_s=eval_s,
         predictions=predictions,
     )
-
-
-if __name__ == "__main__":  # the latency probe
-    _path, *_ints = sys.argv[1:]
-    print(json.dumps(_probe(_path, *(int(v) for v in _ints))))

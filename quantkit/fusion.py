@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from .backends import backend_class
 from .errors import ExportError, ExportValidationError
 from .export import ExportedModel, onnx_io, sample_inputs
 from .families import family_of
@@ -95,7 +96,7 @@ def resolve_level(level: str, *, approach: str, backend: str, model_type: str | 
     backends never see the ONNX graph)."""
     if level != "auto":
         return level
-    if backend == "onnxruntime" and approach == "dynamic" and ort_model_type(model_type) is not None:
+    if backend_class(backend).optimizes_graph and approach == "dynamic" and ort_model_type(model_type) is not None:
         return AUTO_DYNAMIC_LEVEL
     return "none"
 

@@ -32,6 +32,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from .backends import backend_class
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -263,7 +265,7 @@ def resolve_quantization(config: Any, profile: HardwareProfile) -> tuple[Any, di
     something for the config's backend and approach are touched: dynamic activations are
     always uint8, ``format`` is static-only, and Intel Neural Compressor's x86 scheme is fixed.
     """
-    if config.backend != "onnxruntime":
+    if not backend_class(config.backend).takes_hardware_defaults:
         return config, {}
     chosen: dict[str, Any] = {}
     for key, value in profile.defaults.items():

@@ -55,6 +55,7 @@ __all__ = [
     "resolve_artifact",
     "looks_like_repo_id",
     "hub_endpoint",
+    "base_model_license",
 ]
 
 T = TypeVar("T")
@@ -168,6 +169,22 @@ def _api(token: str | None) -> Any:
     from huggingface_hub import HfApi
 
     return HfApi(endpoint=hub_endpoint(), token=token)
+
+
+def base_model_license(repo_id: str, revision: str | None = None, token: str | None = None) -> str | None:
+    """The license on the Hub card of the model ``repo_id`` (best effort: skipped offline, failures ignored)."""
+    from huggingface_hub import HfApi, constants
+
+    if constants.HF_HUB_OFFLINE:
+        return None
+    try:
+        info = HfApi(endpoint=hub_endpoint(), token=token).model_info(repo_id, revision=revision, timeout=10)
+    except Exception as exc:  # noqa: BLE001 - the license is optional
+        logger.debug("no license from %s: %s", repo_id, type(exc).__name__)
+        return None
+    data = getattr(info, "card_data", None)
+    value = getattr(data, "license", None) if data is not None else None
+    return str(value) if value else None
 
 
 def _effective_token(token: str | None) -> str | None:
@@ -422,7 +439,7 @@ def plan_push(folder: str | Path, repo_id: str, *, base_model: str | None = None
     """Read ``folder`` (without changing it) and prepare the files and the model card to push."""
     import json
 
-    from .card import model_card_for_folder
+    from .card import find_base_model, find_license, model_card_for_folder
 
     repo_id = _check_repo_id(repo_id)
     path = _artifact_folder(folder)
@@ -430,9 +447,12 @@ def plan_push(folder: str | Path, repo_id: str, *, base_model: str | None = None
     entries = _local_files(path)
     if (path / CARD_FILE).is_file():
         logger.info("%s in %s is not pushed: the Hub gets the generated model card instead", CARD_FILE, path)
+    base = find_base_model(report, base_model)
+    found = find_license(report, path, explicit=license)
+    if found is None and base:
+        found = base_model_license(base, report.get("model", {}).get("revision"), token)
     card = model_card_for_folder(
-        path, repo_id, report=report, files=[rel for rel, _ in entries], base_model=base_model, license=license,
-        token=token,
+        path, repo_id, report=report, files=[rel for rel, _ in entries], base_model=base, license=found,
     )
     files = [LocalFile.from_path(rel, p) for rel, p in entries]
     files.append(LocalFile.from_bytes(CARD_FILE, card.encode("utf-8")))

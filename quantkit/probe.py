@@ -5,7 +5,7 @@ ONNX Runtime dynamic quantization of a supported encoder: the table (:func:`quan
 says ``transformer-noskip`` (transformer fusion with SkipLayerNormalization taken apart again, measured
 faster on a Xeon with ONNX Runtime 1.31). With ``hardware_probe: auto`` (the default) ``quantize`` builds
 the int8 model with each level (``transformer-noskip``, ``transformer``, ``none``), times them interleaved
-with the FP32 export at the spec's latency shape (:mod:`quantkit.timing`), and keeps another option only
+with the FP32 export at the spec's latency shape (:mod:`quantkit.latency`), and keeps another option only
 when it is separably faster; otherwise the table's default stays (the option quantkit's accuracy checks
 were made with).
 
@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .timing import MIN_DECISION_ROUNDS, Timer, done_when_separable, measure, separable
+from .latency import (MIN_DECISION_ROUNDS, SubprocessTimer, Timer, default_threads, done_when_separable, measure,
+                      separable)
 
 logger = logging.getLogger(__name__)
 
@@ -186,11 +187,11 @@ def probe_fusion(
     """Probe ``export.optimize: auto`` (:data:`~quantkit.fusion.PROBED_LEVELS`) for ``spec``; ``build(level)`` quantizes
     the FP32 graph optimized at ``level`` and returns the int8 model. ``None`` when there is nothing
     to probe (the spec set the level, or only one level applies)."""
-    from .backends import get_backend
+    from .backends import backend_class
     from .fusion import PROBED_LEVELS, resolve_level
 
     config = spec.quantization
-    if spec.export.optimize != "auto" or config.backend != "onnxruntime" or get_backend(config.backend).needs_torch:
+    if spec.export.optimize != "auto" or not backend_class(config.backend).optimizes_graph:
         return None
     default = resolve_level("auto", approach=config.approach, backend=config.backend, model_type=model_type)
     if default not in PROBED_LEVELS:  # only dynamic int8 of a supported encoder has levels worth timing
@@ -203,8 +204,6 @@ def probe_fusion(
                            f"hardware: {spec.hardware} is not this CPU: the table's default is kept (a probe here "
                            "would not say how the model runs there)")
     latency = spec.evaluation.latency
-    from .evaluation import default_threads
-
     threads = latency.threads or default_threads()
     seq = latency.sequence_length or sequence_length
     key_parts = {
@@ -215,8 +214,6 @@ def probe_fusion(
         "quantization": config.model_dump(mode="json"),
     }
     if timer is None:
-        from .timing import SubprocessTimer
-
         timer = SubprocessTimer(latency, sequence_length=seq, vocab_size=vocab_size)
     options = {level: (lambda level=level: build(level)) for level in PROBED_LEVELS}
     return run_probe("export.optimize", options, Path(fp32.path), default=default, key_parts=key_parts, timer=timer,

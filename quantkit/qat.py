@@ -23,7 +23,7 @@ import numpy as np
 
 from .data import TextDataset
 from .errors import QuantizationError
-from .spec import QATSpec
+from .spec import EarlyStoppingSpec, QATSpec
 
 logger = logging.getLogger(__name__)
 
@@ -262,37 +262,67 @@ class _Batches:
         return (*(a[i] for a in self.arrays), self.labels[i])
 
 
+@dataclass
+class _Training:
+    """One QAT run in progress: the prepared graph, what trains it, and where it stands."""
+
+    spec: QATSpec
+    task: Any
+    prepared: Any
+    trainable: list[Any]
+    optimizer: Any
+    scheduler: Any
+    total: int
+    result: QATResult = field(default_factory=lambda: QATResult(model=None, steps=0))
+    step: int = 0
+    best: float = -math.inf
+    bad_evals: int = 0
+
+
 def train_qat(
     model: Any,
     train: TextDataset,
     spec: QATSpec,
     *,
     max_positions: int,
+    task: Any,
     state_dir: Path | None = None,
     progress: Any | None = None,
-    task: Any = None,
 ) -> QATResult:
     """Quantization-aware fine-tuning with ``task``'s objective (classifier: cross-entropy on the label; tagger:
     cross-entropy on each word's first sub-token); returns the converted int8 graph."""
-    import torch
-    from torch.utils.data import DataLoader, RandomSampler
-    from torchao.quantization.pt2e import move_exported_model_to_eval, move_exported_model_to_train
+    from torchao.quantization.pt2e import move_exported_model_to_eval
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
-    if task is None:
-        from .tasks import task_for
-
-        task = task_for("text-classification")
     if train.labels is None:
         raise QuantizationError("qat needs labels in data.calibration (label_column)")
     start_time = time.perf_counter()
     _seed(spec.seed)
     names = input_names(train, model)
     (fit, fit_targets), held = _holdout_split(train, task.training_targets(train), spec.holdout, spec.seed)
-    holdout, holdout_targets = held if held is not None else (None, None)
-    example = example_inputs(fit, names=names)
-    dyn = dynamic_shapes(names, max_positions)
-    prepared = prepare_qat(model, example, dyn)
+    run = _start_training(model, fit, names, spec, task, max_positions)
+    checkpoint = state_dir / "qat-checkpoint.pt" if state_dir is not None else None
+    if checkpoint is not None and checkpoint.is_file():
+        _resume(run, checkpoint)
+    loader = _loader(fit, fit_targets, names, spec, run.step)
+    _train_loop(run, loader, held, names, checkpoint, progress, start_time)
+    prepared = run.prepared
+    move_exported_model_to_eval(prepared)
+    set_attention_dropout(prepared, 0.0)
+    result = run.result
+    result.model = convert_pt2e(prepared)
+    result.steps = run.step
+    result.seconds = time.perf_counter() - start_time
+    return result
+
+
+def _start_training(model: Any, fit: TextDataset, names: list[str], spec: QATSpec, task: Any,
+                    max_positions: int) -> _Training:
+    """Export and prepare ``model`` for QAT, freeze ``qat.freeze``, and set up AdamW with its schedule
+    (linear warm-up, then linear decay to 0 at the last step)."""
+    import torch
+
+    prepared = prepare_qat(model, example_inputs(fit, names=names), dynamic_shapes(names, max_positions))
     frozen = _freeze(prepared, spec.freeze, _param_names(model, prepared))
     if spec.freeze and not frozen:
         raise QuantizationError(f"qat.freeze: {spec.freeze} matched no parameter")
@@ -308,90 +338,126 @@ def train_qat(
         return max(0.0, (total - step) / max(1, total - spec.warmup_steps))
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
-    result = QATResult(model=None, steps=0)
-    step = 0
-    checkpoint = state_dir / "qat-checkpoint.pt" if state_dir is not None else None
-    if checkpoint is not None and checkpoint.is_file():
-        state = torch.load(checkpoint, weights_only=False)
-        if state.get("total") == total and state.get("seed") == spec.seed:
-            prepared.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            torch.set_rng_state(state["rng"])
-            step = result.resumed_from = state["step"]
-            result.losses = state["losses"]
-            result.holdout_accuracy = [tuple(x) for x in state["holdout"]]
-            logger.info("resuming QAT from step %d of %d (%s)", step, total, checkpoint)
+    return _Training(spec, task, prepared, trainable, optimizer, scheduler, total)
+
+
+def _resume(run: _Training, checkpoint: Path) -> None:
+    """Continue from ``checkpoint`` when it was written by a run of the same length and seed."""
+    import torch
+
+    state = torch.load(checkpoint, weights_only=False)
+    if state.get("total") == run.total and state.get("seed") == run.spec.seed:
+        run.prepared.load_state_dict(state["model"])
+        run.optimizer.load_state_dict(state["optimizer"])
+        run.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+        run.step = run.result.resumed_from = state["step"]
+        run.result.losses = state["losses"]
+        run.result.holdout_accuracy = [tuple(x) for x in state["holdout"]]
+        logger.info("resuming QAT from step %d of %d (%s)", run.step, run.total, checkpoint)
+
+
+def _save_checkpoint(run: _Training, checkpoint: Path) -> None:
+    """Write the run's state atomically (a temporary file, then renamed over ``checkpoint``)."""
+    import torch
+
+    tmp = checkpoint.with_suffix(".tmp")
+    torch.save({"model": run.prepared.state_dict(), "optimizer": run.optimizer.state_dict(),
+                "scheduler": run.scheduler.state_dict(), "rng": torch.get_rng_state(), "step": run.step,
+                "total": run.total, "seed": run.spec.seed, "losses": run.result.losses,
+                "holdout": run.result.holdout_accuracy}, tmp)
+    os.replace(tmp, checkpoint)
+
+
+def _loader(fit: TextDataset, targets: np.ndarray, names: list[str], spec: QATSpec, step: int) -> Any:
+    """Shuffled training batches (seeded by ``qat.seed`` and the step a resumed run starts from)."""
+    import torch
+    from torch.utils.data import DataLoader, RandomSampler
+
     generator = torch.Generator().manual_seed(spec.seed + step)
-    loader = DataLoader(
-        _Batches(fit, fit_targets, names), batch_size=spec.batch_size,
+    return DataLoader(
+        _Batches(fit, targets, names), batch_size=spec.batch_size,
         sampler=RandomSampler(range(len(fit)), replacement=False, generator=generator),
         num_workers=spec.num_workers, drop_last=len(fit) > spec.batch_size, persistent_workers=False,
         collate_fn=lambda rows: [torch.from_numpy(np.stack(col)) for col in zip(*rows)],
     )
-    use_bf16 = spec.bf16
-    best, bad_evals = -math.inf, 0
-    bar = progress(total, "QAT steps") if progress else None
-    if bar is not None and step:
-        bar.update(step)
-    move_exported_model_to_train(prepared)
+
+
+def _train_loop(run: _Training, loader: Any, held: tuple[TextDataset, np.ndarray] | None, names: list[str],
+                checkpoint: Path | None, progress: Any | None, start_time: float) -> None:
+    """Train until the last step or early stopping: evaluate on ``held`` and checkpoint as ``qat`` says."""
+    from torchao.quantization.pt2e import move_exported_model_to_train
+
+    spec = run.spec
+    bar = progress(run.total, "QAT steps") if progress else None
+    if bar is not None and run.step:
+        bar.update(run.step)
+    move_exported_model_to_train(run.prepared)
     seen = 0
     try:
-        while step < total:
+        while run.step < run.total:
             for batch in loader:
-                *inputs, labels = batch
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
-                    loss = task.training_loss(task.torch_outputs(prepared(*inputs)), labels)
-                if not torch.isfinite(loss):
-                    raise QuantizationError(f"QAT loss is {loss.item()} at step {step}; lower qat.learning_rate")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if spec.max_grad_norm is not None:
-                    torch.nn.utils.clip_grad_norm_(trainable, spec.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                step += 1
-                seen += len(labels)
-                result.losses.append(float(loss.item()))
+                loss = _train_step(run, batch)
+                seen += len(batch[-1])
                 if bar is not None:
                     bar.update(1)
                     rate = seen / max(time.perf_counter() - start_time, 1e-6)
                     if hasattr(bar, "set_postfix"):
-                        bar.set_postfix(loss=f"{loss.item():.4f}", ex_per_s=f"{rate:.1f}")
+                        bar.set_postfix(loss=f"{loss:.4f}", ex_per_s=f"{rate:.1f}")
                 es = spec.early_stopping
-                if holdout is not None and es is not None and step % es.eval_every == 0:
-                    move_exported_model_to_eval(prepared)
-                    attention_p = set_attention_dropout(prepared, 0.0)
-                    acc = _accuracy(prepared, task, holdout, holdout_targets, names, spec.batch_size * 2)
-                    set_attention_dropout(prepared, attention_p)
-                    move_exported_model_to_train(prepared)
-                    result.holdout_accuracy.append((step, acc))
-                    logger.info("QAT step %d: loss %.4f, held-out accuracy %.4f", step, loss.item(), acc)
-                    if acc > best + es.min_delta:
-                        best, bad_evals = acc, 0
-                    else:
-                        bad_evals += 1
-                        if bad_evals >= es.patience:
-                            result.stopped_early = True
-                if checkpoint is not None and (step % spec.checkpoint_every == 0 or step == total):
-                    tmp = checkpoint.with_suffix(".tmp")
-                    torch.save({"model": prepared.state_dict(), "optimizer": optimizer.state_dict(),
-                                "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(), "step": step,
-                                "total": total, "seed": spec.seed, "losses": result.losses,
-                                "holdout": result.holdout_accuracy}, tmp)
-                    os.replace(tmp, checkpoint)
-                if step >= total or result.stopped_early:
+                if held is not None and es is not None and run.step % es.eval_every == 0:
+                    _evaluate(run, es, held, names, loss)
+                if checkpoint is not None and (run.step % spec.checkpoint_every == 0 or run.step == run.total):
+                    _save_checkpoint(run, checkpoint)
+                if run.step >= run.total or run.result.stopped_early:
                     break
-            if result.stopped_early:
-                logger.info("QAT stopped early at step %d (no held-out gain for %d evaluations)", step,
+            if run.result.stopped_early:
+                logger.info("QAT stopped early at step %d (no held-out gain for %d evaluations)", run.step,
                             spec.early_stopping.patience if spec.early_stopping else 0)
                 break
     finally:
         if bar is not None:
             bar.close()
-    move_exported_model_to_eval(prepared)
-    set_attention_dropout(prepared, 0.0)
-    result.model = convert_pt2e(prepared)
-    result.steps = step
-    result.seconds = time.perf_counter() - start_time
-    return result
+
+
+def _train_step(run: _Training, batch: list[Any]) -> float:
+    """One optimizer step on ``batch`` (inputs, then targets); returns the loss."""
+    import torch
+
+    *inputs, labels = batch
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=run.spec.bf16):
+        loss = run.task.training_loss(run.task.torch_outputs(run.prepared(*inputs)), labels)
+    if not torch.isfinite(loss):
+        raise QuantizationError(f"QAT loss is {loss.item()} at step {run.step}; lower qat.learning_rate")
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if run.spec.max_grad_norm is not None:
+        torch.nn.utils.clip_grad_norm_(run.trainable, run.spec.max_grad_norm)
+    run.optimizer.step()
+    run.scheduler.step()
+    run.step += 1
+    value = float(loss.item())
+    run.result.losses.append(value)
+    return value
+
+
+def _evaluate(run: _Training, es: EarlyStoppingSpec, held: tuple[TextDataset, np.ndarray], names: list[str],
+              loss: float) -> None:
+    """Held-out accuracy now (in eval mode, attention dropout off); sets ``stopped_early`` once it has not
+    improved by ``es.min_delta`` for ``es.patience`` evaluations."""
+    from torchao.quantization.pt2e import move_exported_model_to_eval, move_exported_model_to_train
+
+    holdout, holdout_targets = held
+    move_exported_model_to_eval(run.prepared)
+    attention_p = set_attention_dropout(run.prepared, 0.0)
+    acc = _accuracy(run.prepared, run.task, holdout, holdout_targets, names, run.spec.batch_size * 2)
+    set_attention_dropout(run.prepared, attention_p)
+    move_exported_model_to_train(run.prepared)
+    run.result.holdout_accuracy.append((run.step, acc))
+    logger.info("QAT step %d: loss %.4f, held-out accuracy %.4f", run.step, loss, acc)
+    if acc > run.best + es.min_delta:
+        run.best, run.bad_evals = acc, 0
+    else:
+        run.bad_evals += 1
+        if run.bad_evals >= es.patience:
+            run.result.stopped_early = True

@@ -26,8 +26,8 @@ from .errors import EvaluationError
 from .evaluation import OnnxRunner
 from .tasks.base import Predictions
 from .export import symbolic_axes
+from .latency import Timer, side_by_side
 from .spec import DatasetSpec, LatencySpec, ShapeGridSpec
-from .timing import Timer, side_by_side
 
 logger = logging.getLogger(__name__)
 
@@ -49,12 +49,8 @@ def _compare(task: Any, alone: Predictions, batched: Predictions) -> dict[str, f
     }
 
 
-def batch_invariance(runner: OnnxRunner, data: Any, batch_size: int, task: Any = None) -> dict[str, float]:
+def batch_invariance(runner: OnnxRunner, data: Any, batch_size: int, task: Any) -> dict[str, float]:
     """Predictions and primary outputs of every example run alone vs inside batches of ``batch_size``."""
-    if task is None:
-        from .tasks import task_for
-
-        task = task_for("text-classification")
     alone = runner.run(data, 1, task, raw=True)
     return {"batch_size": batch_size, **_compare(task, alone, runner.run(data, batch_size, task, raw=True))}
 
@@ -68,7 +64,7 @@ def check_shapes(
     model_config: Any,
     grid: ShapeGridSpec,
     latency: LatencySpec,
-    task: Any = None,
+    task: Any,
     key: str = "data.evaluation",
     timer: Timer | None = None,
 ) -> dict[str, Any]:
@@ -83,10 +79,6 @@ def check_shapes(
         raise EvaluationError(
             f"evaluation.shapes.sequence_lengths: {too_long} exceed the model's max_position_embeddings {max_pos}"
         )
-    if task is None:
-        from .tasks import task_for
-
-        task = task_for("text-classification", model_config)
     rows = load_rows(dataset, key, task.columns(dataset))
     rows = rows.select(range(min(grid.examples, len(rows))))
     threads = latency.threads

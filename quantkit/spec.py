@@ -1,14 +1,14 @@
-"""The quantkit spec: one YAML file describing model, export, quantization, data,
-evaluation and output, validated by pydantic v2 models.
+"""The quantkit spec schema: pydantic v2 models of the YAML file (model, export, quantization, data,
+evaluation, output, QAT, tuning, hub) and the rules that need nothing but the spec itself.
 
-Load one with :func:`load_spec`. Every validation problem is reported together,
-each as ``file: key.path: what was expected``.
+Reading a file and rendering errors live in :mod:`quantkit.specio` (:func:`~quantkit.specio.load_spec`);
+rules that need a registry (a backend's approaches and op types, a task's metrics) live in
+:mod:`quantkit.resolve`.
 """
 
 from __future__ import annotations
 
 import difflib
-import json
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -16,7 +16,6 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .errors import SpecError, SpecIssue
 from .executors.spec import ExecutorSpec, ShardExecutorSpec
 from .tasks.options import TaskOptionsSpec
 
@@ -39,10 +38,13 @@ __all__ = [
     "HubSpec",
     "TaskOptionsSpec",
     "QuantizationSpec",
+    "KeyedError",
     "validate_repo_id",
     "looks_like_repo_id",
-    "load_spec",
-    "parse_spec",
+    "looks_local",
+    "searchable_fields",
+    "DATA_FILE_FORMATS",
+    "LABEL_FREE_METRICS",
     "METRICS_HIGHER_IS_BETTER",
 ]
 
@@ -81,7 +83,8 @@ class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
 
-def _looks_local(value: str) -> bool:
+def looks_local(value: str) -> bool:
+    """Whether a data path is written as a local file (a relative/absolute path or a known file suffix)."""
     return (
         value.startswith((".", "/", "~"))
         or Path(value).suffix.lower() in DATA_FILE_FORMATS
@@ -212,45 +215,17 @@ class QuantizationConfig(_Spec):
     )
 
     @model_validator(mode="after")
-    def _check_backend(self) -> "QuantizationConfig":
-        from .backends import BACKENDS
-        from .backends.optypes import quantizable_op_types
-
-        if self.backend not in BACKENDS:
-            raise ValueError(f"backend: {self.backend!r} is not one of {', '.join(BACKENDS.names())}")
+    def _check_unavailable(self) -> "QuantizationConfig":
         if self.smooth_quant:
             raise ValueError(
                 "smooth_quant: SmoothQuant is unavailable: Intel Neural Compressor 3.x runs it only through "
                 "intel-extension-for-pytorch (IPEX), which has no build for torch 2.13, and its ONNX "
                 "implementation was removed in 3.8"
             )
-        if self.approach == "qat" and self.backend != "neural-compressor":
-            raise ValueError("approach: qat trains in PyTorch; set backend: neural-compressor")
-        if self.backend == "neural-compressor":
-            if self.format == "qoperator":
-                raise ValueError("format: neural-compressor exports QDQ graphs only (use qdq or drop `format`)")
-            if self.weight_type != "int8" or self.activation_type != "uint8":
-                raise ValueError(
-                    "weight_type: neural-compressor's x86 scheme is int8 weights with uint8 activations"
-                )
-            if self.calibration.method == "percentile":
-                raise ValueError(
-                    "calibration: neural-compressor calibrates with minmax or entropy (KL); percentile is "
-                    "onnxruntime-only"
-                )
-            if unknown := sorted(set(self.op_types) - quantizable_op_types(self.backend, self.approach, "qdq")):
-                raise ValueError(
-                    f"op_types: neural-compressor quantizes Linear layers (MatMul/Gemm) and, with Gather, the "
-                    f"embedding tables; {unknown} cannot be chosen"
-                )
-            if self.reduce_range:
-                raise ValueError("reduce_range: not supported by neural-compressor's x86 scheme")
         return self
 
     @model_validator(mode="after")
     def _check_approach(self) -> "QuantizationConfig":
-        from .backends.optypes import quantizable_op_types
-
         if self.approach == "dynamic":
             if self.format is not None:
                 raise ValueError(
@@ -266,11 +241,6 @@ class QuantizationConfig(_Spec):
                 raise ValueError("symmetric_activations: only for approach: static (ranges come from calibration)")
         if len(set(self.op_types)) != len(self.op_types):
             raise ValueError("op_types: operator types must not repeat")
-        known = quantizable_op_types(self.backend, self.approach, self.format)
-        if known is not None and (unknown := [t for t in self.op_types if t not in known]):
-            how = f"{self.approach}" + (f" {self.quant_format}" if self.approach == "static" else "")
-            raise ValueError(f"op_types: {', '.join(map(repr, unknown))} cannot be quantized by {self.backend} "
-                             f"({how}); it can quantize: {', '.join(sorted(known))}")
         return self
 
     @property
@@ -318,7 +288,7 @@ class DatasetSpec(_Spec):
 
     @property
     def is_local(self) -> bool:
-        return _looks_local(self.path)
+        return looks_local(self.path)
 
     @property
     def file_format(self) -> str | None:
@@ -475,7 +445,7 @@ class QATSpec(_Spec):
 
 # --------------------------------------------------------------------------- tuning
 #: Quantization fields a tuning space may vary (``calibration.*`` for the nested ones).
-def _searchable_fields() -> dict[str, Any]:
+def searchable_fields() -> dict[str, Any]:
     fields: dict[str, Any] = {
         name: f.annotation for name, f in QuantizationConfig.model_fields.items() if name != "calibration"
     }
@@ -529,22 +499,22 @@ class TuningSpec(_Spec):
     def _check_space(cls, space: dict[str, list[Any]]) -> dict[str, list[Any]]:
         from pydantic import TypeAdapter
 
-        allowed = _searchable_fields()
+        allowed = searchable_fields()
         for key, values in space.items():
             if key not in allowed:
                 close = difflib.get_close_matches(key, list(allowed), n=1)
                 hint = f"did you mean {close[0]!r}? " if close else ""
-                raise _KeyedError(f"tuning.space.{key}", f"not a searchable quantization field; {hint}"
+                raise KeyedError(f"tuning.space.{key}", f"not a searchable quantization field; {hint}"
                                   f"(searchable: {', '.join(allowed)})")
             if not values:
-                raise _KeyedError(f"tuning.space.{key}", "needs at least one value")
+                raise KeyedError(f"tuning.space.{key}", "needs at least one value")
             adapter = TypeAdapter(allowed[key])
             for i, value in enumerate(values):
                 try:
                     adapter.validate_python(value)
                 except ValidationError as exc:
-                    msg = _format_error(exc.errors(include_url=False)[0])[1]
-                    raise _KeyedError(f"tuning.space.{key}.{i}", msg) from None
+                    error = exc.errors(include_url=False)[0]
+                    raise KeyedError(f"tuning.space.{key}.{i}", error["msg"], detail=error) from None
         return space
 
 
@@ -634,227 +604,64 @@ class QuantizationSpec(_Spec):
     @model_validator(mode="after")
     def _cross_checks(self) -> "QuantizationSpec":
         if self.quantization.approach == "qat" and self.data.calibration is None:
-            raise _KeyedError("data.calibration", "required by approach: qat (the training data)")
+            raise KeyedError("data.calibration", "required by approach: qat (the training data)")
         if self.qat is not None and self.quantization.approach != "qat":
-            raise _KeyedError("qat", "only used with quantization.approach: qat")
+            raise KeyedError("qat", "only used with quantization.approach: qat")
         static_searched = self.tuning is not None and "static" in self.tuning.space.get("approach", [])
         if (self.quantization.approach == "static" or static_searched) and self.data.calibration is None:
-            raise _KeyedError(
+            raise KeyedError(
                 "data.calibration",
                 "required when quantization.approach is static or tuning.space tries it "
                 "(a dataset to compute activation ranges)",
             )
         if self.evaluation.metric not in (None, *LABEL_FREE_METRICS) and self.data.evaluation.label_column is None:
-            raise _KeyedError(
+            raise KeyedError(
                 "data.evaluation.label_column",
                 f"metric {self.evaluation.metric!r} needs labels; set a label column or use metric: agreement",
             )
-        if self.model.task is not None:
-            self._check_task(self.model.task)
         stride = self.task_options.doc_stride
         if stride is not None and stride * 2 > self.data.max_length:
-            raise _KeyedError("task_options.doc_stride",
+            raise KeyedError("task_options.doc_stride",
                               f"{stride} must be at most half of data.max_length "
                               f"{self.data.max_length} (windows overlap by that many tokens)")
-        if self.quantization.backend != "onnxruntime" and self.export.optimize not in ("auto", "none"):
-            raise _KeyedError(
-                "export.optimize",
-                f"{self.export.optimize!r} optimizes the ONNX graph before ONNX Runtime quantizes it; backend "
-                f"{self.quantization.backend} quantizes in PyTorch (use auto or none)",
-            )
-        if self.tuning is not None and "export.optimize" in self.tuning.space:
-            levels = [v for v in self.tuning.space["export.optimize"] if v not in ("auto", "none")]
-            backends = set(self.tuning.space.get("backend", [])) | {self.quantization.backend}
-            if levels and backends != {"onnxruntime"}:
-                raise _KeyedError("tuning.space.export.optimize", "graph optimization levels other than auto/none "
-                                  "need backend onnxruntime for every candidate")
         if self.evaluation.shapes is not None and "sequence" not in self.export.dynamic_axes:
             if self.evaluation.shapes.sequence_lengths != [self.data.max_length]:
-                raise _KeyedError("evaluation.shapes.sequence_lengths",
+                raise KeyedError("evaluation.shapes.sequence_lengths",
                                   "the sequence axis is fixed (export.dynamic_axes): only data.max_length works")
         if self.evaluation.shapes is not None and "batch" not in self.export.dynamic_axes:
             if self.evaluation.shapes.batch_sizes != [self.export.static_batch_size]:
-                raise _KeyedError("evaluation.shapes.batch_sizes",
+                raise KeyedError("evaluation.shapes.batch_sizes",
                                   "the batch axis is fixed (export.dynamic_axes): only export.static_batch_size works")
         lat = self.evaluation.latency
         if lat.sequence_length is not None and lat.sequence_length > self.data.max_length:
-            raise _KeyedError(
+            raise KeyedError(
                 "evaluation.latency.sequence_length",
                 f"{lat.sequence_length} exceeds data.max_length {self.data.max_length}",
             )
         if "sequence" not in self.export.dynamic_axes and self.data.padding != "max_length":
-            raise _KeyedError(
+            raise KeyedError(
                 "data.padding",
                 "must be max_length when the sequence axis is not dynamic (export.dynamic_axes)",
             )
         if "sequence" not in self.export.dynamic_axes and self.data.max_length != self.export.static_sequence_length:
-            raise _KeyedError(
+            raise KeyedError(
                 "export.static_sequence_length",
                 f"must equal data.max_length ({self.data.max_length}) when the sequence axis is fixed",
             )
         return self
 
-    def _check_task(self, name: str) -> None:
-        """model.task names a registered task; its metric and column counts fit it."""
-        from .errors import RegistryError
-        from .tasks import canonical_task, get_task, task_names
-
-        try:
-            task = get_task(canonical_task(name))
-        except RegistryError:
-            raise _KeyedError("model.task", f"{name!r} is not a task quantkit evaluates; expected one of "
-                              f"{', '.join(task_names())} (or an alias)") from None
-        if self.evaluation.metric is not None and self.evaluation.metric not in task.metrics:
-            raise _KeyedError("evaluation.metric", f"{self.evaluation.metric!r} is not a {task.name} metric; "
-                              f"expected one of {', '.join(task.metrics)}")
-        low, high = task.text_column_count
-        for key in ("calibration", "evaluation"):
-            ds = getattr(self.data, key)
-            if ds is not None and ds.text_columns is not None and not low <= len(ds.text_columns) <= high:
-                want = str(low) if low == high else f"{low} or {high}"
-                raise _KeyedError(f"data.{key}.text_columns", f"{task.name} reads {want} text column(s), got "
-                                  f"{len(ds.text_columns)}")
-        if self.quantization.approach == "qat" and not task.supports_qat:
-            raise _KeyedError("quantization.approach", f"qat is not available for {task.name} (no training "
-                              "objective); use dynamic or static")
-
-    def with_overrides(self, **changes: Any) -> "QuantizationSpec":
-        """Return a copy with dotted-key overrides, e.g. ``{"model.name_or_path": "x"}``, re-validated."""
-        data = self.model_dump(mode="json", exclude_unset=True)  # keeps "what the user set" (hardware defaults)
-        for dotted, value in changes.items():
-            node = data
-            *parents, leaf = dotted.split(".")
-            for key in parents:
-                node = node.setdefault(key, {})
-            node[leaf] = value
-        return parse_spec(data)
-
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 
-class _KeyedError(ValueError):
-    """A cross-field error that knows its key path (pydantic would report it at the root)."""
+class KeyedError(ValueError):
+    """A cross-field error that knows its key path (pydantic would report it at the root).
 
-    def __init__(self, path: str, message: str) -> None:
+    ``detail`` is the pydantic error dict of a nested value check, which :mod:`quantkit.specio` renders.
+    """
+
+    def __init__(self, path: str, message: str, detail: dict[str, Any] | None = None) -> None:
         super().__init__(f"{path}: {message}")
         self.path = path
         self.message = message
-
-
-# --------------------------------------------------------------------------- loading
-def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
-    """Field names allowed at the parent of ``loc`` (for 'unknown key' messages)."""
-    model: type[BaseModel] | None = QuantizationSpec
-    for part in loc[:-1]:
-        if model is None or not isinstance(part, str) or part not in model.model_fields:
-            return []
-        ann = model.model_fields[part].annotation
-        candidates = [ann, *getattr(ann, "__args__", ())]
-        model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
-    return list(model.model_fields) if model is not None else []
-
-
-def _format_error(err: dict[str, Any]) -> tuple[str, str]:
-    loc = tuple(err["loc"])
-    kind = err["type"]
-    value = err.get("input")
-    ctx = err.get("ctx") or {}
-    path = ".".join(str(p) for p in loc)
-    if kind == "literal_error":
-        expected = str(ctx.get("expected", "")).replace("'", "").replace(" or ", ", ")
-        return path, f"{value!r} is not one of {expected}"
-    if kind == "extra_forbidden":
-        allowed = _allowed_keys(loc)
-        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        return path, f"unknown key{hint} (allowed: {', '.join(allowed)})"
-    if kind == "missing":
-        return path, "required key is missing"
-    if kind == "value_error":
-        exc = ctx.get("error")
-        if isinstance(exc, _KeyedError):
-            return exc.path, exc.message
-        msg = str(exc) if exc is not None else err["msg"]
-        # "field: message" from a model validator → attach the field to the path
-        head, sep, rest = msg.partition(": ")
-        if sep and " " not in head and head.isidentifier():
-            return (f"{path}.{head}" if path else head), rest
-        return path, msg
-    type_names = {
-        "int_parsing": "an integer",
-        "int_type": "an integer",
-        "int_from_float": "a whole number",
-        "float_parsing": "a number",
-        "float_type": "a number",
-        "bool_parsing": "true or false",
-        "bool_type": "true or false",
-        "string_type": "a string",
-        "list_type": "a list",
-        "model_type": "a mapping",
-        "model_attributes_type": "a mapping",
-        "dict_type": "a mapping",
-    }
-    if kind in type_names:
-        return path, f"expected {type_names[kind]}, got {value!r}"
-    return path, err["msg"][0].lower() + err["msg"][1:]
-
-
-def _issues_from_validation(exc: ValidationError, file: str | None) -> list[SpecIssue]:
-    return [SpecIssue(file, *_format_error(e)) for e in exc.errors(include_url=False)]
-
-
-def _exists(path: Path) -> bool:
-    try:
-        return path.exists()
-    except (OSError, ValueError):
-        return False
-
-
-def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
-    """Resolve relative local paths in-place against the spec file's folder."""
-
-    def fix(value: Any, must_look_local: bool) -> Any:
-        if not isinstance(value, str) or not value:
-            return value
-        try:
-            p = Path(value).expanduser()
-            if p.is_absolute():
-                return str(p)
-            if (not must_look_local) or _looks_local(value) or (base / value).exists():
-                return str((base / p).resolve())
-        except (OSError, ValueError, RuntimeError):  # NUL byte, name too long, unknown ~user: validation says so
-            return value
-        return value
-
-    model = raw.get("model")
-    if isinstance(model, dict) and isinstance(model.get("name_or_path"), str):
-        v = model["name_or_path"]
-        if v.startswith((".", "/", "~")) or _exists(base / v):
-            model["name_or_path"] = fix(v, False)
-    data = raw.get("data")
-    if isinstance(data, dict):
-        for key in ("calibration", "evaluation"):
-            ds = data.get(key)
-            if isinstance(ds, dict) and "path" in ds:
-                ds["path"] = fix(ds["path"], True)
-    out = raw.get("output")
-    if isinstance(out, dict) and isinstance(out.get("dir"), str):
-        out["dir"] = fix(out["dir"], False)
-
-
-def parse_spec(raw: Any, *, file: str | None = None) -> QuantizationSpec:
-    """Validate an already-parsed mapping; raises :class:`SpecError` listing every problem."""
-    if not isinstance(raw, dict):
-        raise SpecError([SpecIssue(file, "", f"expected a mapping at the top level, got {type(raw).__name__}")])
-    if "spec_version" in raw and raw["spec_version"] != SPEC_VERSION:
-        raise SpecError(
-            [SpecIssue(file, "spec_version", f"{raw['spec_version']!r} is not supported (this quantkit reads {SPEC_VERSION})")]
-        )
-    try:
-        return QuantizationSpec.model_validate(raw)
-    except ValidationError as exc:
-        raise SpecError(_issues_from_validation(exc, file)) from None
-
-
-from .specio import load_spec  # noqa: E402  (reading the file lives there; re-exported here)
+        self.detail = detail

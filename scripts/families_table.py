@@ -1,12 +1,12 @@
-"""Render the encoder-family support table in README.md from quantkit/families.py.
+"""Render the encoder-family support table in docs/families.md from quantkit/families.py.
 
-    .venv/bin/python scripts/families_table.py            # rewrite README.md between the markers
-    .venv/bin/python scripts/families_table.py --check    # exit 1 when README.md is out of date
+    .venv/bin/python scripts/families_table.py            # rewrite docs/families.md between the markers
+    .venv/bin/python scripts/families_table.py --check    # exit 1 when docs/families.md is out of date
     .venv/bin/python scripts/families_table.py --stdout   # print the table
 
 The table comes from ``quantkit.families.support_table()``: the same data the support-matrix tests
 (tests/unit/test_families.py) assert cell by cell, so a cell marked ✓ here is a cell the default test run
-passes, and tests/unit/test_docs.py fails when README.md is stale.
+passes, and tests/unit/test_docs.py fails when docs/families.md is stale.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import readme_sections  # noqa: E402  (scripts/readme_sections.py)
+import doc_sections  # noqa: E402  (scripts/doc_sections.py)
 
 REPO = Path(__file__).resolve().parents[1]
-README = REPO / "README.md"
+PAGE = REPO / "docs" / "families.md"
 START = "<!-- support-table:start -->"
 END = "<!-- support-table:end -->"
 REGENERATE = ".venv/bin/python scripts/families_table.py"
@@ -31,18 +31,18 @@ def current_table() -> str:
             "\n\n" + support_table())
 
 
-def splice(readme: str, text: str) -> str:
-    """``readme`` with the text between the markers replaced by ``text``."""
-    return readme_sections.splice(readme, START, END, text)
+def splice(page: str, text: str) -> str:
+    """``page`` with the text between the markers replaced by ``text``."""
+    return doc_sections.splice(page, START, END, text)
 
 
-def readme_section(readme: str) -> str:
-    return readme_sections.section(readme, START, END)
+def page_section(page: str) -> str:
+    return doc_sections.section(page, START, END)
 
 
 def main(argv: list[str] | None = None) -> int:
-    return readme_sections.main(argv, doc=__doc__, generate=current_table, start_marker=START, end_marker=END,
-                                what="support table", regenerate=REGENERATE, readme=README)
+    return doc_sections.main(argv, doc=__doc__, generate=current_table, start_marker=START, end_marker=END,
+                             what="support table", regenerate=REGENERATE, page=PAGE)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 case "$STACK" in
-  default) VENV=${VENV:-.venv}; CONSTRAINTS=constraints.txt; EXTRAS="dev,ray" ;;
+  default) VENV=${VENV:-.venv}; CONSTRAINTS=constraints.txt; EXTRAS="dev,ray,docs" ;;
   optimum) VENV=${VENV:-.venv-optimum}; CONSTRAINTS=constraints-optimum.txt; EXTRAS="dev,optimum" ;;
   *) echo "unknown stack: $STACK (expected default or optimum)" >&2; exit 2 ;;
 esac
@@ -58,7 +58,7 @@ transformers = metadata.version("transformers")
 if (stack == "default") != (int(transformers.split(".")[0]) >= 5):
     problems.append(f"the {stack} stack got transformers {transformers}")
 if stack == "default":
-    try:  # the ray extra: CI runs the Ray executor tests (tests/unit/test_ray.py) on the default stack
+    try:  # the ray extra: CI runs the Ray executor tests (tests/unit/executors/test_ray_cluster.py) on the default stack
         import ray  # noqa: F401
     except ImportError as exc:
         problems.append(f"the ray extra is not importable ({exc})")

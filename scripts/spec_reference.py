@@ -1,7 +1,7 @@
-"""Render the spec's JSON schema as the Markdown reference in README.md.
+"""Render the spec's JSON schema as the Markdown reference in docs/spec.md.
 
-    .venv/bin/python scripts/spec_reference.py            # rewrite README.md between the markers
-    .venv/bin/python scripts/spec_reference.py --check    # exit 1 when README.md is out of date
+    .venv/bin/python scripts/spec_reference.py            # rewrite docs/spec.md between the markers
+    .venv/bin/python scripts/spec_reference.py --check    # exit 1 when docs/spec.md is out of date
     .venv/bin/python scripts/spec_reference.py --stdout   # print the reference
 
 Everything comes from ``quantkit.spec.spec_json_schema()`` (the schema ``quantkit schema`` prints and
@@ -10,6 +10,7 @@ touching this script: one table of the top-level keys, then one table per sectio
 default / description), nested mappings (``quantization.calibration``, ``data.evaluation``, ...) in
 their own tables. A definition used at several places (``evaluation.latency`` and ``tuning.latency``)
 is listed once, under all its key paths. Sections keep the order in which the spec declares them.
+tests/unit/test_docs.py fails when docs/spec.md is stale.
 """
 
 from __future__ import annotations
@@ -19,11 +20,11 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import readme_sections  # noqa: E402  (scripts/readme_sections.py)
+import doc_sections  # noqa: E402  (scripts/doc_sections.py)
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-README = REPO / "README.md"
+PAGE = REPO / "docs" / "spec.md"
 START = "<!-- spec-reference:start -->"
 END = "<!-- spec-reference:end -->"
 REGENERATE = ".venv/bin/python scripts/spec_reference.py"
@@ -171,18 +172,18 @@ def current_reference() -> str:
     return render(spec_json_schema())
 
 
-def splice(readme: str, text: str) -> str:
-    """``readme`` with the text between the markers replaced by ``text``."""
-    return readme_sections.splice(readme, START, END, text)
+def splice(page: str, text: str) -> str:
+    """``page`` with the text between the markers replaced by ``text``."""
+    return doc_sections.splice(page, START, END, text)
 
 
-def readme_section(readme: str) -> str:
-    return readme_sections.section(readme, START, END)
+def page_section(page: str) -> str:
+    return doc_sections.section(page, START, END)
 
 
 def main(argv: list[str] | None = None) -> int:
-    return readme_sections.main(argv, doc=__doc__, generate=current_reference, start_marker=START, end_marker=END,
-                                what="spec reference", regenerate=REGENERATE, readme=README)
+    return doc_sections.main(argv, doc=__doc__, generate=current_reference, start_marker=START, end_marker=END,
+                             what="spec reference", regenerate=REGENERATE, page=PAGE)
 
 
 if __name__ == "__main__":

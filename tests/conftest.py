@@ -3,12 +3,16 @@ tokenizer, a small labeled dataset, and the reference assets in ../shared."""
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import random
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -113,26 +117,61 @@ def write_spec(path: Path, text: str) -> Path:
     return path
 
 
+DROP = object()  # an override value that deletes the key instead of setting it
+
+
+def override(base: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A deep copy of ``base`` with dotted-key ``overrides`` applied: ``"quantization.approach": "dynamic"`` sets one
+    leaf (making the sections on the way), ``"tuning": {...}`` sets a whole section, ``DROP`` deletes the key."""
+    raw = copy.deepcopy(dict(base))
+    for dotted, value in (overrides or {}).items():
+        node = raw
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        if value is DROP:
+            node.pop(leaf, None)
+        else:
+            node[leaf] = value
+    return raw
+
+
+def tiny_spec(model: Path, data: Path, /, **overrides: Any) -> dict[str, Any]:
+    """The common fast static spec on the tiny model and data, as a mapping (dotted-key ``overrides``, see
+    :func:`override`)."""
+    base = {
+        "spec_version": 1,
+        "model": {"name_or_path": str(model)},
+        "quantization": {"approach": "static", "per_channel": True, "op_types": ["MatMul", "Gather"],
+                         "calibration": {"method": "minmax", "num_samples": 32, "batch_size": 8}},
+        "data": {"calibration": {"path": str(data / "train.jsonl")},
+                 "evaluation": {"path": str(data / "validation.jsonl")}, "max_length": 32},
+        "evaluation": {"metric": "accuracy",
+                       "latency": {"batch_size": 2, "sequence_length": 16, "warmup": 1, "repeats": 3, "rounds": 2}},
+    }
+    return override(base, overrides)
+
+
+@pytest.fixture(scope="session")
+def spec_text(tiny_model_dir: Path, tiny_data_dir: Path) -> Callable[..., str]:
+    """``spec_text(**overrides)``: the YAML text of :func:`tiny_spec` on the session's tiny model and data.
+
+    Overrides are dotted keys, so nested ones go through ``**{...}``; ``DROP`` deletes a key::
+
+        spec_text()                                                     # the common static spec
+        spec_text(tuning={}, output={"dir": "out"})                     # add / replace whole sections
+        spec_text(**{"quantization.approach": "dynamic", "quantization.calibration": DROP, "model": DROP})
+    """
+    def build(**overrides: Any) -> str:
+        return yaml.safe_dump(tiny_spec(tiny_model_dir, tiny_data_dir, **overrides), sort_keys=False)
+
+    return build
+
+
 @pytest.fixture
-def tiny_spec_text(tiny_model_dir: Path, tiny_data_dir: Path) -> str:
-    """A fast static spec on the tiny model (tests edit it as needed)."""
-    return f"""
-spec_version: 1
-model:
-  name_or_path: {tiny_model_dir}
-quantization:
-  approach: static
-  per_channel: true
-  op_types: [MatMul, Gather]
-  calibration: {{method: minmax, num_samples: 32, batch_size: 8}}
-data:
-  calibration: {{path: {tiny_data_dir / 'train.jsonl'}}}
-  evaluation: {{path: {tiny_data_dir / 'validation.jsonl'}}}
-  max_length: 32
-evaluation:
-  metric: accuracy
-  latency: {{batch_size: 2, sequence_length: 16, warmup: 1, repeats: 3, rounds: 2}}
-"""
+def tiny_spec_text(spec_text: Callable[..., str]) -> str:
+    """``spec_text()``, kept for existing callers: prefer ``spec_text(**overrides)`` to editing this text."""
+    return spec_text()
 
 
 @pytest.hookimpl(trylast=True)  # after -m deselection: only what will run counts
@@ -264,18 +303,10 @@ def task_spec(task: str, model: Path, data: Path, tmp: Path, **extra) -> dict:
         "task_options": {"doc_stride": 16},
         "output": {"dir": str(tmp / "out")},
     }
-    for key, value in extra.items():
-        node = spec
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-    return spec
+    return override(spec, extra)
 
 
 def write_yaml(tmp: Path, spec: dict) -> Path:
-    import yaml
-
     path = tmp / "spec.yaml"
     path.write_text(yaml.safe_dump(spec), encoding="utf-8")
     return path

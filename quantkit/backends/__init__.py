@@ -1,9 +1,12 @@
-"""Quantization backends behind one registry.
+"""Quantization backends behind one registry, and what every other module may know about them.
 
 A backend turns an FP32 ONNX model plus a :class:`~quantkit.spec.QuantizationConfig`
 (and calibration data for static quantization) into a quantized ONNX file.
 Backends register with ``@BACKENDS.register(name)``; the heavy ones are imported
-only when first asked for.
+only when first asked for. Nobody outside this package compares a backend's name: the
+facts others need (needs torch, reads calibration data, quantizes the ONNX graph, runs on
+workers, takes hardware defaults, its approaches and op types, its config rules) are class
+attributes and methods of :class:`Backend`, asked through :func:`backend_class`.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from ..data import TextDataset
@@ -22,11 +26,12 @@ from ..export import ExportedModel
 from ..faults import fault_point
 from ..graph import graph_summary
 from ..registry import Registry
+from .optypes import quantizable_op_types
 from ..spec import QuantizationConfig
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BACKENDS", "Backend", "QuantizeRequest", "QuantizedModel", "get_backend", "ProgressFactory"]
+__all__ = ["BACKENDS", "Backend", "QuantizeRequest", "QuantizedModel", "backend_class", "get_backend", "ProgressFactory"]
 
 #: ``progress(total, description)`` → an object with ``update(n)`` and ``close()`` (tqdm-compatible).
 ProgressFactory = Callable[[int, str], Any]
@@ -79,6 +84,44 @@ class Backend(ABC):
     approaches: ClassVar[frozenset[str]] = frozenset({"dynamic", "static"})
     #: Whether the backend quantizes the PyTorch model (needs ``loaded``).
     needs_torch: ClassVar[bool] = False
+    #: Whether ``data.calibration`` is read for every approach (a PyTorch export needs forward passes even for
+    #: dynamic quantization), not only for the static ones.
+    reads_calibration_always: ClassVar[bool] = False
+    #: Whether it quantizes the FP32 ONNX graph, so that ``export.optimize`` levels (fusions, the probe) apply.
+    optimizes_graph: ClassVar[bool] = True
+    #: Whether its trials can run on cluster workers (only ONNX graphs and data are shipped there).
+    runs_on_workers: ClassVar[bool] = True
+    #: Whether the hardware target's defaults (weight/activation types, reduce_range, format) apply to it.
+    takes_hardware_defaults: ClassVar[bool] = True
+
+    @classmethod
+    def config_issues(cls, config: QuantizationConfig) -> list[tuple[str, str]]:
+        """(spec key path, message) for what this backend cannot do with ``config``; empty when it can.
+
+        The first problem only, as a validator would stop at it: the backend's own rules
+        (:meth:`_config_issues`), then its approaches and quantizable op types.
+        """
+        issues = list(cls._config_issues(config))
+        if config.approach not in cls.approaches:
+            able = [n for n in BACKENDS.names() if config.approach in BACKENDS.get(n).approaches]
+            issues.append(("quantization.approach", f"{config.approach} is not supported by backend {cls.name} "
+                           f"(supports {', '.join(sorted(cls.approaches))}); set backend: {', '.join(able)}"))
+        known = quantizable_op_types(cls.name, config.approach, config.format)
+        if known is not None and (unknown := [t for t in config.op_types if t not in known]):
+            how = f"{config.approach}" + (f" {config.quant_format}" if config.approach == "static" else "")
+            issues.append(("quantization.op_types", f"{', '.join(map(repr, unknown))} cannot be quantized by "
+                           f"{cls.name} ({how}); it can quantize: {', '.join(sorted(known))}"))
+        return issues[:1]
+
+    @classmethod
+    def _config_issues(cls, config: QuantizationConfig) -> list[tuple[str, str]]:
+        """The backend's own rules beyond approaches and op types (override)."""
+        return []
+
+    @classmethod
+    def calibrates(cls, approach: str) -> bool:
+        """Whether quantizing with ``approach`` reads ``data.calibration``."""
+        return approach in ("static", "qat") or (cls.reads_calibration_always and approach in cls.approaches)
 
     def quantize(
         self,
@@ -152,6 +195,11 @@ class Backend(ABC):
     def ort_config(self, config: QuantizationConfig, opset: int) -> dict[str, Any] | None:
         """Optimum's ``ort_config.json`` content describing ``config``, if expressible."""
         return None
+
+
+def backend_class(name: str) -> type[Backend]:
+    """The backend class registered as ``name`` (its facts), importing its module on first use."""
+    return BACKENDS.get(name)
 
 
 def get_backend(name: str) -> Backend:

@@ -31,6 +31,7 @@ from ..logs import quiet
 from ..qat import dynamic_shapes, example_inputs, input_names, train_qat
 from ..qdq import fold_constant_weight_qdq, fold_dq_transpose, quantize_gather_weights, strip_metadata
 from . import BACKENDS, Backend, QuantizeRequest
+from .optypes import quantizable_op_types
 
 logger = logging.getLogger(__name__)
 
@@ -153,6 +154,28 @@ class NeuralCompressorBackend(Backend):
     name = "neural-compressor"
     approaches = frozenset({"static", "dynamic", "qat"})
     needs_torch = True
+    reads_calibration_always = True  # PT2E dynamic needs a forward pass too (evaluation data when none)
+    optimizes_graph = False  # quantizes in PyTorch: ONNX graph optimization levels do not apply
+    runs_on_workers = False  # the PyTorch model is not shipped to workers
+    takes_hardware_defaults = False  # the x86 scheme is fixed (int8 weights, uint8 activations)
+
+    @classmethod
+    def _config_issues(cls, config: Any) -> list[tuple[str, str]]:
+        """Intel Neural Compressor's x86 PT2E scheme: QDQ, int8 weights with uint8 activations, minmax/KL."""
+        if config.format == "qoperator":
+            return [("quantization.format", "neural-compressor exports QDQ graphs only (use qdq or drop `format`)")]
+        if config.weight_type != "int8" or config.activation_type != "uint8":
+            return [("quantization.weight_type",
+                     "neural-compressor's x86 scheme is int8 weights with uint8 activations")]
+        if config.calibration.method == "percentile":
+            return [("quantization.calibration", "neural-compressor calibrates with minmax or entropy (KL); "
+                     "percentile is onnxruntime-only")]
+        if unknown := sorted(set(config.op_types) - (quantizable_op_types(cls.name, config.approach, "qdq") or set())):
+            return [("quantization.op_types", f"neural-compressor quantizes Linear layers (MatMul/Gemm) and, with "
+                     f"Gather, the embedding tables; {unknown} cannot be chosen")]
+        if config.reduce_range:
+            return [("quantization.reduce_range", "not supported by neural-compressor's x86 scheme")]
+        return []
 
     def _quantize(self, request: QuantizeRequest) -> float | None:
         with quiet():

@@ -123,7 +123,7 @@ def effective_op_types(model_path: Path, op_types: list[str]) -> list[str]:
     return ops
 
 
-def _chunk(n_batches: int) -> int:
+def chunk_batches(n_batches: int) -> int:
     """Largest divisor of ``n_batches`` not above the chunk size (ORT's strided reads need one)."""
     return max(d for d in range(1, min(_CHUNK_BATCHES, n_batches) + 1) if n_batches % d == 0)
 
@@ -160,7 +160,7 @@ def calibrate(
                 extra_options=options,
             )
             reader = BatchReader(data, cal.batch_size, input_names, bar)
-            stride = _chunk(len(reader))
+            stride = chunk_batches(len(reader))
             for start in range(0, len(reader), stride):
                 reader.set_range(start, start + stride)
                 calibrator.collect_data(reader)

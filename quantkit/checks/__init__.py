@@ -24,7 +24,8 @@ from typing import Any
 import yaml
 
 from ..errors import SpecError
-from ..spec import QuantizationSpec, load_spec
+from ..spec import QuantizationSpec, looks_local
+from ..specio import load_spec, resolve_paths, with_overrides
 from . import cost as _cost  # noqa: F401  (each stage module registers its checks)
 from . import hostile as _hostile  # noqa: F401
 from . import dataset as _dataset  # noqa: F401
@@ -55,20 +56,18 @@ __all__ = [
 
 def _raw_path_problems(path: Path, file: str) -> list[Problem]:
     """Files named by a spec that does not validate: still say which ones are missing."""
-    from ..spec import _looks_local, _resolve_paths
-
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError, UnicodeDecodeError):
         return []
     if not isinstance(raw, dict):
         return []
-    _resolve_paths(raw, path.resolve().parent)
+    resolve_paths(raw, path.resolve().parent)
     problems = []
     data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
     for key in ("calibration", "evaluation"):
         ds = data.get(key)
-        if isinstance(ds, dict) and isinstance(ds.get("path"), str) and _looks_local(ds["path"]):
+        if isinstance(ds, dict) and isinstance(ds.get("path"), str) and looks_local(ds["path"]):
             if not Path(ds["path"]).exists():
                 problems.append(Problem(f"data.{key}.path", f"file not found: {ds['path']}",
                                         "relative paths resolve against the spec file's folder", "error", file, "spec"))
@@ -144,7 +143,7 @@ def run_checks(
         if name is None and spec.model.name_or_path:
             name, found_onnx = _split_model_arg(spec.model.name_or_path)
         if name is not None and name != spec.model.name_or_path:
-            spec = spec.with_overrides(**{"model.name_or_path": name})
+            spec = with_overrides(spec, **{"model.name_or_path": name})
         onnx_path = onnx_path if onnx_path is not None else found_onnx
     ctx = CheckContext(
         spec=spec,

@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from ..errors import PreflightError
 from ..registry import Registry
+from ..resolve import calibration_used, static_used
 from ..spec import QuantizationSpec
 
 logger = logging.getLogger(__name__)
@@ -216,15 +217,12 @@ class CheckContext:
     @property
     def static_used(self) -> bool:
         """Whether any run of this spec calibrates (static/qat, or static in the tuning space)."""
-        q, t = self.spec.quantization, self.spec.tuning
-        return q.approach in ("static", "qat") or (t is not None and "static" in t.space.get("approach", []))
+        return static_used(self.spec)
 
     @property
     def calibration_used(self) -> bool:
-        """Whether quantize reads ``data.calibration`` (as ``Quantizer._load_data`` decides)."""
-        if self.spec.data.calibration is None:
-            return False
-        return self.static_used or self.spec.quantization.backend == "neural-compressor"
+        """Whether quantize reads ``data.calibration`` (:func:`quantkit.resolve.calibration_used`)."""
+        return calibration_used(self.spec)
 
 
 def run_registered(ctx: CheckContext, report: CheckReport, only: Iterable[str] | None = None) -> None:

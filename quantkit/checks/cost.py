@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..backends import backend_class
+from ..backends.onnxruntime import chunk_batches
 from ..spec import QuantizationConfig
 from .base import CheckContext, Memo, Problem, check, error, warning
 from .dataset import get_rows, rows_used, tokenized_sample
@@ -87,7 +89,6 @@ def calibration_memory(
     samples: int,
 ) -> dict[str, Any]:
     """Peak RAM (bytes) of calibrating ``config`` as quantkit runs it, with its parts."""
-    from ..backends.onnxruntime import _chunk
 
     cal = config.calibration
     per_token = calibrated_floats_per_token(dims, seq, config.op_types)
@@ -95,7 +96,7 @@ def calibration_memory(
     batch = min(cal.batch_size, samples)
     weights = params * 4
     one_batch = batch * per_example
-    if config.backend == "neural-compressor":
+    if backend_class(config.backend).needs_torch:  # PT2E calibrates in PyTorch, batch by batch
         parts = {"model copies": 2 * weights, "one batch of activations": one_batch}
         held = 0
     elif cal.method == "minmax":  # ranges reduced in-graph; ONNX Runtime's arena holds about 2 batches
@@ -103,7 +104,7 @@ def calibration_memory(
         held = 0
     else:
         n_batches = -(-samples // cal.batch_size)
-        chunk = min(samples, cal.batch_size * _chunk(n_batches))
+        chunk = min(samples, cal.batch_size * chunk_batches(n_batches))
         held = chunk * per_example
         copies = 3 if (cal.method == "percentile" and config.activation_symmetric) else 2
         tensors = dims["layers"] * 15 + 4
@@ -321,7 +322,7 @@ def check_memory(ctx: CheckContext) -> list[Problem]:
     est, origin, cfg = worst
     method = cfg.calibration.method
     key = "quantization.calibration.method" if origin == "quantization" else "tuning.space.calibration.method"
-    if method == "minmax" or cfg.backend == "neural-compressor":
+    if method == "minmax" or backend_class(cfg.backend).needs_torch:
         key = key.replace(".method", ".batch_size")
     breakdown = ", ".join(f"{k} {_human(v)}" for k, v in est["parts"].items())
     ctx.add_estimate("calibration_memory", f"{method} calibration ({cfg.backend}) ≈ {_human(est['peak'])} peak of "

@@ -147,10 +147,10 @@ def _used_entries(ctx: CheckContext) -> list[tuple[str, DatasetSpec]]:
 
 
 def _columns(ctx: CheckContext, ds: DatasetSpec) -> Any:
-    """The task's columns of ``ds`` (text-classification's defaults when the task is unknown)."""
-    from ..tasks import task_for
+    """The task's columns of ``ds`` (the default task's when the task is unknown)."""
+    from ..tasks import DEFAULT_TASK, task_for
 
-    task = get_task_object(ctx).value or task_for("text-classification")
+    task = get_task_object(ctx).value or task_for(DEFAULT_TASK)
     return task, task.columns(ds)
 
 

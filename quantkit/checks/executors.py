@@ -6,8 +6,10 @@ command, never an ImportError traceback in the middle of a run.
 
 from __future__ import annotations
 
+from ..backends import BACKENDS, backend_class
 from ..executors import ray_missing
 from ..executors.ray_cluster import INSTALL_HINT
+from ..resolve import search_backends
 from .base import CheckContext, Problem, check, error, warning
 
 __all__ = ["check_executors"]
@@ -39,12 +41,13 @@ def check_executors(ctx: CheckContext) -> list[Problem]:
                               f"Ray clusters ({' vs '.join(str(a) for a in wanted.values())}); one run talks to one",
                               "give both the same address (or leave one null)"))
     if tuning is not None and tuning.executor.type == "ray":
-        q = spec.quantization
-        backends = {q.backend, *tuning.space.get("backend", [])}
-        approaches = {q.approach, *tuning.space.get("approach", [])}
-        if "neural-compressor" in backends or "qat" in approaches:
-            problems.append(error("tuning.executor.type", "trials of the neural-compressor backend and of qat "
-                                  "quantize the PyTorch model, which is not shipped to Ray workers",
+        backends = search_backends(spec)
+        approaches = {spec.quantization.approach, *tuning.space.get("approach", [])}
+        local_only = sorted(b for b in backends if b in BACKENDS and not backend_class(b).runs_on_workers)
+        if local_only or "qat" in approaches:
+            what = [f"backend {b}" for b in local_only] + (["approach qat"] if "qat" in approaches else [])
+            problems.append(error("tuning.executor.type", f"trials of {' and '.join(what)} quantize the PyTorch "
+                                  "model, which is not shipped to Ray workers",
                                   "use tuning.executor.type: local for those searches"))
     if tuning is not None and tuning.executor.type == "local" and tuning.executor.parallel_trials > 1:
         problems.append(warning("tuning.executor.parallel_trials", f"the local executor runs the "

@@ -10,9 +10,9 @@ architecture can defeat: that gets a warning.
 from __future__ import annotations
 
 import logging
-from itertools import product
-
+from ..backends import BACKENDS, backend_class
 from ..families import FAMILIES, family_of, refusal
+from ..resolve import search_routes
 from .base import CheckContext, Problem, check, error, warning
 from .model import get_config, get_task
 
@@ -24,15 +24,7 @@ __all__ = ["check_family", "candidate_routes"]
 def candidate_routes(ctx: CheckContext) -> list[tuple[str, str, bool]]:
     """(backend, approach, from_search) of every quantization this spec can run: its ``quantization`` section,
     then the combinations its ``tuning.space`` lists."""
-    q = ctx.spec.quantization
-    routes = [(q.backend, q.approach, False)]
-    space = ctx.spec.tuning.space if ctx.spec.tuning is not None else {}
-    backends = space.get("backend", [q.backend])
-    approaches = space.get("approach", [q.approach])
-    for backend, approach in product(backends, approaches):
-        if (backend, approach) != (q.backend, q.approach):
-            routes.append((str(backend), str(approach), True))
-    return routes
+    return search_routes(ctx.spec)
 
 
 @check("model.family", stage="model")
@@ -47,7 +39,7 @@ def check_family(ctx: CheckContext) -> list[Problem]:
     problems: list[Problem] = []
     routes = candidate_routes(ctx)
     if family is None:
-        torch_routes = sorted({f"{b} {a}" for b, a, _ in routes if b == "neural-compressor"})
+        torch_routes = sorted({f"{b} {a}" for b, a, _ in routes if b in BACKENDS and backend_class(b).needs_torch})
         if torch_routes:
             problems.append(warning(
                 "quantization.backend",

@@ -60,7 +60,7 @@ def _portable(exc: BaseException) -> BaseException:
 
 def _run_on_worker(worker: Any, config: Any, hint: Any) -> dict[str, Any]:
     """The Ray task of one trial: the runner's worker part (``run_remote``) or the whole ``run``."""
-    from .. import __version__
+    from .._version import __version__
 
     start = time.perf_counter()
     outcome, error = None, None
@@ -152,7 +152,7 @@ class RayExecutor(Executor):
         return self._fn(_run_on_worker).options(**options).remote(ref, job.config, job.hint)
 
     def run_trials(self, runner: Any, jobs: Sequence[TrialJob]) -> list[JobResult]:
-        from .. import __version__
+        from .._version import __version__
 
         ray = self._need()
         lost_types = tuple(t for name in _LOST if (t := getattr(ray.exceptions, name, None)) is not None)

@@ -57,19 +57,19 @@ ENCODER_FAMILIES = (
     "xlm-roberta-xl",
 )
 
-#: Task → transformers' model_type → class mapping of its Auto class.
-_AUTO_MAPPINGS = {
-    "text-classification": "MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES",
-    "token-classification": "MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES",
-    "question-answering": "MODEL_FOR_QUESTION_ANSWERING_MAPPING_NAMES",
-    "feature-extraction": "MODEL_MAPPING_NAMES",
-}
-
 _TOKEN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 def _normal(model_type: str) -> str:
     return model_type.replace("_", "-") if model_type.replace("_", "-") in ENCODER_FAMILIES else model_type
+
+
+def _auto_mappings() -> dict[str, str]:
+    """Task name → the transformers model_type → class mapping of its Auto class (each task's
+    :attr:`~quantkit.tasks.Task.auto_model_mapping`)."""
+    from ..tasks import TASKS
+
+    return {name: TASKS.get(name).auto_model_mapping for name in TASKS.names()}
 
 
 def graph_inputs(model: Any, tokenizer: Any, config: Any = None) -> list[str]:
@@ -97,7 +97,8 @@ def model_class(config: Any, task: str) -> Any:
     import transformers
     from transformers.models.auto import modeling_auto
 
-    mapping = getattr(modeling_auto, _AUTO_MAPPINGS.get(task, ""), {}) if task in _AUTO_MAPPINGS else {}
+    mappings = _auto_mappings()
+    mapping = getattr(modeling_auto, mappings[task], {}) if task in mappings else {}
     name = mapping.get(getattr(config, "model_type", ""))
     if isinstance(name, (tuple, list)):
         name = name[0]
@@ -182,7 +183,7 @@ class QuantkitExporter(Exporter):
             return []
         from transformers.models.auto import modeling_auto
 
-        return sorted(task for task, mapping in _AUTO_MAPPINGS.items()
+        return sorted(task for task, mapping in _auto_mappings().items()
                       if model_type in getattr(modeling_auto, mapping, {}))
 
     def _export(self, loaded: Any, folder: Path, opset: int) -> Path:

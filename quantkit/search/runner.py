@@ -1,30 +1,43 @@
 """The real trial runner: quantize a candidate with its backend, time it on this CPU, score it
-(stopping early when it can no longer pass), and rank nodes by quantization sensitivity."""
+(stopping early when it can no longer pass), and rank nodes by quantization sensitivity; and the part of
+a trial that runs on a worker of a cluster executor (quantize and score).
+
+:meth:`OnnxTrialRunner.for_workers` builds a :class:`WorkerTrialRunner` (graphs as bytes, data, spec,
+task: what goes to the workers once per search); the executor puts it in the object store once; on each
+node the graphs are written once to the node-local cache (:mod:`quantkit.executors.shipping`) and each
+worker process builds one :class:`OnnxTrialRunner` from it. A trial returns a :class:`RemoteScore`
+(metric, size, the quantized graph's files); the driver writes the files where its runner keeps trial
+models and times the candidate itself (:meth:`OnnxTrialRunner.finish_remote`).
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import uuid
 from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 
 import numpy as np
 
-from ..backends import ProgressFactory, get_backend
+from ..backends import ProgressFactory, backend_class, get_backend
 from ..data import TextDataset
-from ..evaluation import OnnxRunner
+from ..evaluation import OnnxRunner, predict
+from ..executors.shipping import cache_root, files_digest, model_files, write_files
 from ..export import ExportedModel
 from ..graph import model_size_bytes
+from ..latency import SubprocessTimer, Rounds, Timer, done_when_ranked, done_when_separable, measure, separable
 from ..spec import LatencySpec, QuantizationConfig, QuantizationSpec
-from ..timing import SubprocessTimer, Rounds, Timer, done_when_ranked, done_when_separable, measure, separable
 from .space import config_hash
 from .strategies import Measurement, PruneHint, TrialOutcome
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["OnnxTrialRunner", "node_sensitivity"]
+__all__ = ["OnnxTrialRunner", "WorkerTrialRunner", "RemoteScore", "node_sensitivity"]
 
 _CHUNK = 128
 #: Rounds the final side-by-side of the leading candidates may take when ``latency.max_rounds`` is unset.
@@ -43,10 +56,10 @@ class OnnxTrialRunner:
         workdir: Path,
         *,
         vocab_size: int,
+        task: Any,
         progress: ProgressFactory | None = None,
         loaded: object | None = None,
         optimizer: Callable[[str, QuantizationConfig], tuple[ExportedModel, dict[str, Any]]] | None = None,
-        task: Any = None,
         timer: Timer | None = None,
     ) -> None:
         #: Times one model once (tests inject a fake); default: a fresh process per model and round.
@@ -64,11 +77,6 @@ class OnnxTrialRunner:
         self.progress = progress
         assert spec.tuning is not None
         self.latency: LatencySpec = spec.tuning.latency or spec.evaluation.latency
-        if task is None:
-            from ..tasks import task_for
-
-            task = task_for(getattr(loaded, "task", None) or spec.model.task or "text-classification",
-                            getattr(loaded, "config", None), spec.task_options)
         self.task = task
         self.metric_name = spec.evaluation.metric or task.default_metric(evaluation.labels is not None)
         self.needs_labels = task.metrics[self.metric_name].needs_labels
@@ -112,8 +120,6 @@ class OnnxTrialRunner:
 
     def _predict(self, path: Path, data: TextDataset) -> Any:
         """The task's predictions of ``path`` on ``data`` (sharded when ``evaluation.shards`` says so)."""
-        from ..executors.shards import predict
-
         return predict(path, data, self.spec.evaluation, self.task, threads=self.score_threads)
 
     def score(self, path: Path, hint: PruneHint) -> tuple[float | None, str | None]:
@@ -175,12 +181,10 @@ class OnnxTrialRunner:
         return f"{level}:{config.approach}:{config.backend}"
 
     # ------------------------------------------------------------------ split trials (cluster executors)
-    def for_workers(self, configs: list[QuantizationConfig], threads: int = 1) -> Any:
+    def for_workers(self, configs: list[QuantizationConfig], threads: int = 1) -> WorkerTrialRunner:
         """What a cluster's workers need to run :meth:`run_remote`-style trials of ``configs`` (and of the
         ones shipped before): built on the driver (FP32 references, optimized graphs), then reused until a
         config needs a source graph not shipped yet."""
-        from .remote import WorkerTrialRunner
-
         new = {self.source_key(c): c for c in configs if self.source_key(c) not in self._worker_keys}
         if self._worker is None or new or self._worker.threads != threads:
             self._references()
@@ -188,11 +192,9 @@ class OnnxTrialRunner:
             self._worker = WorkerTrialRunner.from_runner(self, dict(self._worker_keys), threads)
         return self._worker
 
-    def finish_remote(self, config: QuantizationConfig, hint: PruneHint, scored: Any) -> TrialOutcome:
+    def finish_remote(self, config: QuantizationConfig, hint: PruneHint, scored: RemoteScore) -> TrialOutcome:
         """The driver's half of a trial scored on a worker: keep its model where :meth:`quantize` finds it,
         then time it here as :meth:`run` does (interleaved with FP32 and the best so far)."""
-        from .remote import write_files
-
         path = self.model_path(config)
         if not path.is_file():
             shutil.rmtree(path.parent, ignore_errors=True)
@@ -210,7 +212,7 @@ class OnnxTrialRunner:
             source, _ = self.source(config)
             get_backend(config.backend).quantize(
                 source, config, path, calibration=self.calibration if self.calibration is not None else
-                self.evaluation if config.backend == "neural-compressor" else None, workdir=path.parent,
+                self.evaluation if backend_class(config.backend).needs_torch else None, workdir=path.parent,
                 progress=self.progress, loaded=self.loaded, qat=self.spec.qat, state_dir=path.parent,
             )
         return path
@@ -252,6 +254,102 @@ class OnnxTrialRunner:
         data = self.evaluation.select(min(samples, len(self.evaluation)))
         return node_sensitivity(self.fp32.path, self.quantize(config), data, config.op_types, self.workdir,
                                 weights_only_matmul=config.weights_only_matmul, exclude=config.nodes_to_exclude)
+
+
+# ------------------------------------------------------------------ the worker's part (cluster executors)
+@dataclass
+class RemoteScore:
+    """What a worker sends back for one trial: the accuracy verdict and the quantized model's files."""
+
+    status: str  # "ok" | "pruned"
+    metric: float | None
+    size_bytes: int
+    model_name: str
+    files: dict[str, bytes] = field(repr=False, default_factory=dict)
+    note: str | None = None
+
+
+#: Per worker process: the runner built for the last payload (a process serves one search at a time).
+_BUILT: dict[str, OnnxTrialRunner] = {}
+
+
+@dataclass
+class WorkerTrialRunner:
+    """Everything a worker needs to quantize and score candidates of one search (picklable)."""
+
+    spec: Any
+    task: Any
+    evaluation: Any
+    calibration: Any
+    vocab_size: int
+    fp32_predictions: Any
+    #: Graph files by content digest; ``fp32`` and each ``sources`` entry name one of them.
+    graphs: dict[str, dict[str, bytes]] = field(repr=False)
+    fp32: tuple[str, Any] = ("", None)  # (digest, ExportedModel with a bare file name as path)
+    sources: dict[str, tuple[str, Any, dict[str, Any]]] = field(default_factory=dict)
+    threads: int = 1
+    token: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    @classmethod
+    def from_runner(cls, runner: OnnxTrialRunner, keys: dict[str, Any], threads: int) -> WorkerTrialRunner:
+        """Ship ``runner``'s FP32 graph and the sources of ``keys`` (``source key -> config``)."""
+        graphs: dict[str, dict[str, bytes]] = {}
+        by_path: dict[str, str] = {}
+
+        def ship(model: Any) -> tuple[str, Any]:
+            where = str(Path(model.path).resolve())
+            if where not in by_path:
+                files = model_files(model.path)
+                by_path[where] = files_digest(files)
+                graphs[by_path[where]] = files
+            return by_path[where], replace(model, path=Path(model.path).name)
+
+        fp32 = ship(runner.fp32)
+        sources = {}
+        for key, config in keys.items():
+            model, section = runner.source(config)
+            digest, shipped = ship(model)
+            sources[key] = (digest, shipped, section)
+        spec = runner.spec.model_copy(update={
+            "evaluation": runner.spec.evaluation.model_copy(update={"shards": None}),  # a worker scores whole
+        })
+        return cls(spec, runner.task, runner.evaluation, runner.calibration, runner.vocab_size,
+                   runner.fp32_predictions, graphs, fp32, sources, threads)
+
+    def _runner(self) -> OnnxTrialRunner:
+        if self.token in _BUILT:
+            return _BUILT[self.token]
+        root = cache_root()
+        for digest, files in self.graphs.items():
+            write_files(root / digest, files)
+
+        def local(digest: str, model: Any) -> Any:
+            return replace(model, path=root / digest / Path(model.path).name)
+
+        runner = OnnxTrialRunner(self.spec, local(*self.fp32), self.evaluation, self.calibration,
+                                 root / f"work-{os.getpid()}", vocab_size=self.vocab_size, task=self.task)
+        runner.fp32_predictions = self.fp32_predictions
+        runner.score_threads = self.threads
+        runner.optimized = {key: (local(digest, model), section) for key, (digest, model, section) in self.sources.items()}
+        runner.remote_only = True
+        _BUILT.clear()
+        _BUILT[self.token] = runner
+        return runner
+
+    def run_remote(self, config: Any, hint: Any) -> RemoteScore:
+        """Quantize ``config`` and score it (stopping early when it cannot reach ``hint``); no timing here."""
+        runner = self._runner()
+        folder = runner.model_path(config).parent
+        shutil.rmtree(folder, ignore_errors=True)  # never reuse what a killed attempt half wrote
+        try:
+            path = runner.quantize(config)
+            metric, why = runner.score(path, hint)
+            files = model_files(path)
+            size = model_size_bytes(path)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        status = "ok" if metric is not None else "pruned"
+        return RemoteScore(status, metric, size, path.name, files, note=why)
 
 
 def _with_outputs(path: Path, names: list[str], dst: Path) -> Path:

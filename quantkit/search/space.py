@@ -20,7 +20,9 @@ from pydantic import ValidationError
 from ..logs import quiet
 from pydantic import Field
 
-from ..spec import OptimizeLevel, QuantizationConfig, _searchable_fields
+from ..backends import backend_class
+from ..resolve import config_issues
+from ..spec import OptimizeLevel, QuantizationConfig, searchable_fields
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +47,7 @@ def _make_inc_config_class() -> type:
     from neural_compressor.common.base_config import BaseConfig, register_config
     from neural_compressor.common.tuning_param import TuningParam
 
-    fields = _searchable_fields()
+    fields = searchable_fields()
 
     @register_config(framework_name="quantkit_onnxruntime", algo_name="quantkit_search", priority=0)
     class QuantkitSearchConfig(BaseConfig):
@@ -104,7 +106,7 @@ def _apply(base: QuantizationConfig, values: dict[str, Any]) -> QuantizationConf
         for key in STATIC_ONLY_FIELDS:
             data[key] = None if key != "activation_type" else "uint8"
         data["calibration"] = base.calibration.model_dump(mode="json")  # unused by dynamic: keep one variant
-    if data.get("optimize") == "auto" and not (data.get("approach") == "dynamic" and data.get("backend") == "onnxruntime"):
+    if data.get("optimize") == "auto" and not (data.get("approach") == "dynamic" and backend_class(data["backend"]).optimizes_graph):
         data["optimize"] = "none"  # what auto resolves to there (quantkit.fusion.resolve_level): one candidate, not two
     return type(base).model_validate(data)
 
@@ -129,9 +131,14 @@ def expand_space(
             points = ConfigSet.from_fwk_configs(inc_config).config_list
         for point in points:
             try:
-                candidates.append(_apply(base, point.values()))
+                candidate = _apply(base, point.values())
             except ValidationError as exc:
                 logger.info("skipping impossible combination %s: %s", point.values(), exc.errors()[0]["msg"])
+                continue
+            if issues := config_issues(candidate):  # what its backend cannot run (quantkit.resolve)
+                logger.info("skipping impossible combination %s: %s", point.values(), issues[0][1])
+                continue
+            candidates.append(candidate)
     seen: set[str] = set()
     unique = []
     for config in candidates:

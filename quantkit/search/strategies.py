@@ -26,9 +26,9 @@ from typing import Any, Protocol
 
 from ..errors import QuantkitError, TimingMismatchError
 from ..executors.base import Executor, JobResult, LocalExecutor, TrialJob, cpu_signature, node_hardware
+from ..latency import MIN_DECISION_ROUNDS, Ranking, Rounds, rank
 from ..registry import Registry
 from ..spec import QuantizationConfig
-from ..timing import MIN_DECISION_ROUNDS, Ranking, Rounds, rank
 from .space import SearchPoint, config_hash
 from .store import Trial, TrialStore
 from .tolerance import Tolerance
@@ -101,7 +101,7 @@ class SearchOutcome:
     closest: Trial | None
     reason: str
     fallback_nodes: list[dict[str, Any]] = field(default_factory=list)
-    #: How latency decided among the leading candidates (:meth:`quantkit.timing.Ranking.to_dict`), if it did.
+    #: How latency decided among the leading candidates (:meth:`quantkit.latency.Ranking.to_dict`), if it did.
     latency_decision: dict[str, Any] | None = None
 
 
@@ -393,9 +393,9 @@ class FastestStrategy(Strategy):
 
     def _confirm(self, ctx: SearchContext) -> Ranking | None:
         """Re-time the leading passing candidates side by side and rank them with
-        :func:`quantkit.timing.rank`, so noise does not pick the winner (None: latency did not decide).
+        :func:`quantkit.latency.rank`, so noise does not pick the winner (None: latency did not decide).
 
-        ``confirm_latency`` returns :class:`~quantkit.timing.Rounds` keyed by config hash; a plain
+        ``confirm_latency`` returns :class:`~quantkit.latency.Rounds` keyed by config hash; a plain
         ``{hash: ms}`` is taken as exact (noise-free) timings."""
         confirm = getattr(ctx.runner, "confirm_latency", None)
         passing = sorted(ctx.passing(), key=ctx.objective_key)[: self.confirm_top]

@@ -103,6 +103,8 @@ class Task:
     architecture_excludes: ClassVar[tuple[str, ...]] = ()
     #: transformers Auto class that loads the PyTorch model.
     auto_model: ClassVar[str]
+    #: The ``transformers.models.auto.modeling_auto`` mapping (model_type → class name) behind ``auto_model``.
+    auto_model_mapping: ClassVar[str]
     #: optimum.onnxruntime class that loads the artifact.
     ort_model: ClassVar[str]
     #: ``transformers.pipeline`` task name, and the Hub's pipeline tag.

@@ -49,6 +49,7 @@ class QuestionAnswering(Task):
     aliases = ("extractive-qa", "qa")
     architecture_suffixes = ("ForQuestionAnswering",)
     auto_model = "AutoModelForQuestionAnswering"
+    auto_model_mapping = "MODEL_FOR_QUESTION_ANSWERING_MAPPING_NAMES"
     ort_model = "ORTModelForQuestionAnswering"
     pipeline_task = "question-answering"
     pipeline_tag = "question-answering"

@@ -53,6 +53,7 @@ class TextClassification(Task):
     aliases = ("sequence-classification", "sentiment-analysis", "text-pair-classification", "cross-encoder")
     architecture_suffixes = ("ForSequenceClassification",)
     auto_model = "AutoModelForSequenceClassification"
+    auto_model_mapping = "MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES"
     ort_model = "ORTModelForSequenceClassification"
     pipeline_task = "text-classification"
     pipeline_tag = "text-classification"

@@ -80,6 +80,7 @@ class TokenClassification(Task):
     aliases = ("ner", "named-entity-recognition", "pos")
     architecture_suffixes = ("ForTokenClassification",)
     auto_model = "AutoModelForTokenClassification"
+    auto_model_mapping = "MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES"
     ort_model = "ORTModelForTokenClassification"
     pipeline_task = "token-classification"
     pipeline_tag = "token-classification"

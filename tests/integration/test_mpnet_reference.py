@@ -11,6 +11,8 @@ import sys
 
 import numpy as np
 import pytest
+
+from quantkit.specio import with_overrides
 from conftest import REPO
 
 from quantkit import Quantizer, load_spec
@@ -31,7 +33,7 @@ def test_mpnet_sentence_embeddings_on_stsb(mpnet, tmp_path):
 
     from quantkit.runtime import load
 
-    spec = load_spec(REPO / "recipes" / "mpnet-sts-embeddings-dynamic.yaml").with_overrides(
+    spec = with_overrides(load_spec(REPO / "recipes" / "mpnet-sts-embeddings-dynamic.yaml"),
         **{"evaluation.latency.rounds": 1, "evaluation.latency.repeats": 5})
     q = Quantizer.from_pretrained(mpnet, task="feature-extraction")
     result = q.quantize(spec, tmp_path / "sts", progress=False)

@@ -13,6 +13,8 @@ import sys
 
 import numpy as np
 import pytest
+
+from quantkit.specio import with_overrides
 from conftest import REPO, SHARED
 
 from quantkit import Quantizer, load_spec
@@ -31,7 +33,7 @@ def minilm_embeddings():
 
 
 def test_sentence_embeddings_on_stsb(minilm_embeddings, tmp_path):
-    spec = load_spec(REPO / "recipes" / "minilm-sts-embeddings-dynamic.yaml").with_overrides(
+    spec = with_overrides(load_spec(REPO / "recipes" / "minilm-sts-embeddings-dynamic.yaml"),
         **{"evaluation.shapes": None, "evaluation.latency.rounds": 1, "evaluation.latency.repeats": 5})
     q = Quantizer.from_pretrained(minilm_embeddings)
     result = q.quantize(spec, tmp_path / "sts", progress=False)
@@ -42,10 +44,11 @@ def test_sentence_embeddings_on_stsb(minilm_embeddings, tmp_path):
     from quantkit.data import load_text_dataset
     from quantkit.evaluation import OnnxRunner
 
-    data = load_text_dataset(spec.data.evaluation, q.loaded.tokenizer, q.task, key="data.evaluation",
+    task = q.task_for(spec)
+    data = load_text_dataset(spec.data.evaluation, q.loaded.tokenizer, task, key="data.evaluation",
                              max_length=128, padding="longest")
-    fp32 = OnnxRunner(result.output_dir / "fp32" / "model.onnx").run(data, 64, q.task).values
-    int8 = OnnxRunner(result.model_path).run(data, 64, q.task).values
+    fp32 = OnnxRunner(result.output_dir / "fp32" / "model.onnx").run(data, 64, task).values
+    int8 = OnnxRunner(result.model_path).run(data, 64, task).values
     assert q.task.agreement(fp32, int8) >= 0.99
     assert result.report["task"]["pooling"] == "mean" and result.report["task"]["normalize"] is True
 
@@ -56,7 +59,7 @@ def test_ner_on_wnut(tmp_path):
     from seqeval.scheme import IOB2
     from transformers import AutoModelForTokenClassification, AutoTokenizer
 
-    spec = load_spec(REPO / "recipes" / "minilm-wnut-ner-dynamic.yaml").with_overrides(
+    spec = with_overrides(load_spec(REPO / "recipes" / "minilm-wnut-ner-dynamic.yaml"),
         **{"evaluation.latency.rounds": 1, "evaluation.latency.repeats": 5})
     result = Quantizer.from_pretrained(NER_MODEL).quantize(spec, tmp_path / "ner", progress=False)
     assert result.metric == "f1"

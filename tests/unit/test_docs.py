@@ -1,6 +1,9 @@
-"""The README and the notebooks stay true to the code: the spec reference is generated from the schema,
-every shell command in the README names commands and options that exist, and notebooks are committed
-without outputs (CI executes them: tests/integration/test_notebooks.py)."""
+"""The README, the documentation site (docs/, mkdocs.yml) and the notebooks stay true to the code: the spec
+reference, the family support matrix and the module map are generated (and a test fails, naming the command
+that regenerates them, when a committed page is stale); every shell command in the README and the docs names
+commands, options, scripts and test paths that exist; the README's links point at pages that exist; every page is
+in the site's nav, every recipe and notebook is documented; and notebooks are committed without outputs (CI
+executes them: tests/integration/test_notebooks.py). CI also builds the site with `mkdocs build --strict`."""
 
 from __future__ import annotations
 
@@ -11,38 +14,62 @@ import shlex
 import subprocess
 import sys
 import tomllib
+import unicodedata
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import pytest
 import typer
+import yaml
 from conftest import REPO
 
 from quantkit.cli import app
 
 README = REPO / "README.md"
+DOCS = REPO / "docs"
+MKDOCS = REPO / "mkdocs.yml"
+SPEC_PAGE = DOCS / "spec.md"
+FAMILIES_PAGE = DOCS / "families.md"
+MODULES_PAGE = DOCS / "architecture" / "modules.md"
+CLI_PAGE = DOCS / "cli.md"
 REGENERATE = ".venv/bin/python scripts/spec_reference.py"
+README_MAX_LINES = 350
 
-#: CLI commands the README may document while a parallel branch is still adding them. The README test
+#: CLI commands the docs may document while a parallel branch is still adding them. The docs test
 #: accepts them while they are missing; once one exists, test_pending_commands_are_still_missing
 #: fails so that it is taken off this list (and then checked like every other command).
 PENDING_COMMANDS: set[str] = set()
 
 
-def _spec_reference():
-    spec = importlib.util.spec_from_file_location("spec_reference", REPO / "scripts" / "spec_reference.py")
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
+def _spec_reference():
+    return _script("spec_reference")
+
+
+def doc_files() -> list[Path]:
+    """The README and every page of the documentation site."""
+    return [README, *sorted(DOCS.rglob("*.md"))]
+
+
+def _rel(path: Path) -> str:
+    return path.relative_to(REPO).as_posix()
+
+
 # --------------------------------------------------------------------------- spec reference
-def test_readme_spec_reference_is_up_to_date():
+def test_spec_reference_page_is_up_to_date():
     ref = _spec_reference()
-    text = README.read_text(encoding="utf-8")
-    assert ref.START in text and ref.END in text, f"README.md lost the markers {ref.START} / {ref.END}"
-    assert ref.readme_section(text) == ref.current_reference(), (
-        f"README.md's spec reference is out of date with quantkit.spec; regenerate it with: {REGENERATE}"
+    assert ref.PAGE == SPEC_PAGE and ref.REGENERATE == REGENERATE
+    text = SPEC_PAGE.read_text(encoding="utf-8")
+    assert ref.START in text and ref.END in text, f"{_rel(SPEC_PAGE)} lost the markers {ref.START} / {ref.END}"
+    assert ref.page_section(text) == ref.current_reference(), (
+        f"{_rel(SPEC_PAGE)}'s spec reference is out of date with quantkit.spec; regenerate it with: {REGENERATE}"
     )
 
 
@@ -94,30 +121,29 @@ def test_spec_reference_renders_a_new_section_without_code_changes():
 
 def test_spec_reference_check_mode(tmp_path):
     ref = _spec_reference()
-    stale = tmp_path / "README.md"
+    stale = tmp_path / "spec.md"
     stale.write_text(f"# x\n\n{ref.START}\nold\n{ref.END}\n\nafter\n", encoding="utf-8")
-    assert ref.main(["--check", "--readme", str(stale)]) == 1
-    assert ref.main(["--readme", str(stale)]) == 0
-    assert ref.main(["--check", "--readme", str(stale)]) == 0
+    assert ref.main(["--check", "--page", str(stale)]) == 1
+    assert ref.main(["--page", str(stale)]) == 0
+    assert ref.main(["--check", "--page", str(stale)]) == 0
     text = stale.read_text(encoding="utf-8")
     assert text.startswith("# x\n\n") and text.endswith(f"{ref.END}\n\nafter\n")
 
 
 # --------------------------------------------------------------------------- family support table
 def _families_table():
-    spec = importlib.util.spec_from_file_location("families_table", REPO / "scripts" / "families_table.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return _script("families_table")
 
 
-def test_readme_support_table_is_up_to_date():
-    """The README's family table is rendered from quantkit/families.py, the data the support matrix asserts."""
+def test_support_table_page_is_up_to_date():
+    """docs/families.md's table is rendered from quantkit/families.py, the data the support matrix asserts."""
     table = _families_table()
-    text = README.read_text(encoding="utf-8")
-    assert table.START in text and table.END in text, f"README.md lost the markers {table.START} / {table.END}"
-    assert table.readme_section(text) == table.current_table(), (
-        f"README.md's support table is out of date with quantkit/families.py; regenerate it with: {table.REGENERATE}"
+    assert table.PAGE == FAMILIES_PAGE
+    text = FAMILIES_PAGE.read_text(encoding="utf-8")
+    assert table.START in text and table.END in text, f"{_rel(FAMILIES_PAGE)} lost the markers {table.START} / {table.END}"
+    assert table.page_section(text) == table.current_table(), (
+        f"{_rel(FAMILIES_PAGE)}'s support table is out of date with quantkit/families.py; regenerate it with: "
+        f"{table.REGENERATE}"
     )
 
 
@@ -133,15 +159,86 @@ def test_support_table_lists_every_family_and_cell(tmp_path):
         for cell, mark in zip(CELLS, cells[3:]):
             status = cell_status(family.model_type, "text-classification", cell)
             assert (mark != "✗") == (status == "yes"), (family.model_type, cell, mark, status)
-    stale = tmp_path / "README.md"
+    stale = tmp_path / "families.md"
     stale.write_text(f"# x\n\n{table.START}\nold\n{table.END}\n", encoding="utf-8")
-    assert table.main(["--check", "--readme", str(stale)]) == 1
-    assert table.main(["--readme", str(stale)]) == 0 and table.main(["--check", "--readme", str(stale)]) == 0
+    assert table.main(["--check", "--page", str(stale)]) == 1
+    assert table.main(["--page", str(stale)]) == 0 and table.main(["--check", "--page", str(stale)]) == 0
 
 
-# --------------------------------------------------------------------------- README commands
+# --------------------------------------------------------------------------- module map
+def _module_map():
+    return _script("module_map")
+
+
+def test_module_map_page_is_up_to_date():
+    """docs/architecture/modules.md is the module map of the code as it is: regenerated in memory, it must match."""
+    mm = _module_map()
+    assert mm.PAGE == MODULES_PAGE
+    assert MODULES_PAGE.is_file(), f"{_rel(MODULES_PAGE)} is missing; generate it with: {mm.REGENERATE}"
+    assert MODULES_PAGE.read_text(encoding="utf-8") == mm.render(), (
+        f"{_rel(MODULES_PAGE)} is out of date with the modules and their docstrings; regenerate it with: "
+        f"{mm.REGENERATE}"
+    )
+
+
+def test_module_map_lists_every_module_once():
+    mm = _module_map()
+    text = mm.render()
+    files = [p for p in (REPO / "quantkit").rglob("*.py") if "__pycache__" not in p.parts]
+    assert files
+    for path in files:
+        parts = list(path.relative_to(REPO).with_suffix("").parts)
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        assert text.count(f"| `{name}` |") == 1, name
+
+
+def test_module_map_is_deterministic_and_reads_docstrings_only(tmp_path):
+    """The same files give the same page whatever order they were written in; nothing is imported."""
+    mm = _module_map()
+    sources = {
+        "quantkit/__init__.py": '"""The package."""\n',
+        "quantkit/zeta.py": '"""Zeta: last of the top level. More text here.\n\nSecond paragraph."""\nraise SystemExit(1)\n',
+        "quantkit/alpha.py": "x = 1\n",
+        "quantkit/sub/__init__.py": '"""A subpackage, see :class:`~quantkit.sub.b.Thing` and ``code | pipe``."""\n',
+        "quantkit/sub/b.py": '"""B: uses :mod:`quantkit.sub` and a * star and <tag>."""\n',
+        "quantkit/sub/deep/c.py": '"""' + "word " * 80 + '"""\n',
+    }
+    pages = []
+    for order in (sorted(sources), sorted(sources, reverse=True)):
+        root = tmp_path / str(len(pages))
+        for rel in order:
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            (root / rel).write_text(sources[rel], encoding="utf-8")
+        (root / "quantkit" / "__pycache__").mkdir()
+        (root / "quantkit" / "__pycache__" / "stale.py").write_text('"""Not a module."""\n', encoding="utf-8")
+        pages.append(mm.render(root))
+    assert pages[0] == pages[1]
+    text = pages[0]
+    assert "Not a module" not in text and "__pycache__" not in text
+    assert text.index("## `quantkit`") < text.index("## `quantkit.sub`")
+    assert text.index("| `quantkit.alpha` |") < text.index("| `quantkit.zeta` |")
+    assert "| `quantkit.alpha` | *(no module docstring)* |" in text
+    assert "| `quantkit.zeta` | Zeta: last of the top level. |" in text
+    assert "| `quantkit.sub` | A subpackage, see `Thing` and `code \\| pipe`. |" in text
+    assert "| `quantkit.sub.b` | B: uses `quantkit.sub` and a \\* star and &lt;tag&gt;. |" in text
+    deep = next(line for line in text.splitlines() if line.startswith("| `quantkit.sub.deep.c` |"))
+    assert deep.endswith(" … |") and len(deep) < mm.MAX_SUMMARY + 40  # grouped under quantkit.sub, cut short
+
+
+def test_module_map_check_mode(tmp_path):
+    mm = _module_map()
+    page = tmp_path / "modules.md"
+    assert mm.main(["--check", "--page", str(page)]) == 1  # missing
+    assert mm.main(["--page", str(page)]) == 0
+    assert mm.main(["--check", "--page", str(page)]) == 0
+    page.write_text(page.read_text(encoding="utf-8") + "edited\n", encoding="utf-8")
+    assert mm.main(["--check", "--page", str(page)]) == 1
+
+
+# --------------------------------------------------------------------------- commands in the README and the docs
 @dataclass(frozen=True)
 class Command:
+    where: str
     line: int
     text: str
     tokens: tuple[str, ...]
@@ -150,11 +247,11 @@ class Command:
 _FENCE = re.compile(r"^```(\w*)\s*$")
 
 
-def readme_commands() -> list[Command]:
-    """Every command in the README's bash/sh code blocks (comments dropped, `&&` chains split)."""
+def doc_commands(path: Path = README) -> list[Command]:
+    """Every command in a Markdown file's bash/sh code blocks (comments dropped, `&&` chains split)."""
     commands: list[Command] = []
     lang, start = None, 0
-    lines = README.read_text(encoding="utf-8").splitlines()
+    lines = path.read_text(encoding="utf-8").splitlines()
     buffer = ""
     for number, line in enumerate(lines, 1):
         fence = _FENCE.match(line.strip())
@@ -175,7 +272,7 @@ def readme_commands() -> list[Command]:
         for token in [*lexer, "&&"]:
             if token in ("&&", "||", ";", "|", "&"):
                 if part:
-                    commands.append(Command(start, buffer.strip(), tuple(part)))
+                    commands.append(Command(_rel(path), start, buffer.strip(), tuple(part)))
                 part = []
             else:
                 part.append(token)
@@ -183,9 +280,27 @@ def readme_commands() -> list[Command]:
     return commands
 
 
+def readme_commands() -> list[Command]:
+    return doc_commands(README)
+
+
+def all_commands() -> list[Command]:
+    return [c for path in doc_files() for c in doc_commands(path)]
+
+
+def _strip_env(tokens: tuple[str, ...]) -> tuple[str, ...]:
+    """Drop `VAR=value` prefixes (`RAY_ADDRESS=... quantkit tune ...`)."""
+    while tokens and re.match(r"^[A-Z_]+=", tokens[0]):
+        tokens = tokens[1:]
+    return tokens
+
+
 def _quantkit_argv(tokens: tuple[str, ...]) -> list[str] | None:
+    tokens = _strip_env(tokens)
+    if not tokens:
+        return None
     head = tokens[0]
-    if head in ("quantkit", ".venv/bin/quantkit"):
+    if head in ("quantkit", ".venv/bin/quantkit", ".venv-optimum/bin/quantkit"):
         return list(tokens[1:])
     if len(tokens) > 2 and tokens[1:3] == ("-m", "quantkit"):
         return list(tokens[3:])
@@ -237,18 +352,24 @@ def _check_params(command, argv: list[str], where: str) -> list[str]:
     return problems
 
 
-def test_readme_quantkit_commands_exist():
-    """A renamed or removed command or option breaks this test (the README must follow)."""
+def _documented(commands: list[Command]) -> set[str]:
+    return {_usage_tokens(_quantkit_argv(c.tokens))[0] for c in commands if _usage_tokens(_quantkit_argv(c.tokens))}
+
+
+def test_documented_quantkit_commands_exist():
+    """A renamed or removed command or option breaks this test (the README and the docs must follow)."""
     group = typer.main.get_command(app)
-    commands = [c for c in readme_commands() if _quantkit_argv(c.tokens) is not None]
-    assert len(commands) >= 8, [c.text for c in commands]
+    readme = [c for c in readme_commands() if _quantkit_argv(c.tokens) is not None]
+    assert len(readme) >= 8, [c.text for c in readme]
+    commands = [c for c in all_commands() if _quantkit_argv(c.tokens) is not None]
     problems = []
     for c in commands:
-        problems += _check_params(group, _usage_tokens(_quantkit_argv(c.tokens)), f"README.md:{c.line} `{c.text}`")
+        problems += _check_params(group, _usage_tokens(_quantkit_argv(c.tokens)), f"{c.where}:{c.line} `{c.text}`")
     assert not problems, "\n".join(problems)
-    documented = {_usage_tokens(_quantkit_argv(c.tokens))[0] for c in commands if _usage_tokens(_quantkit_argv(c.tokens))}
-    missing = set(group.commands) - documented
+    missing = set(group.commands) - _documented(readme)
     assert not missing, f"the README's CLI section does not show: {sorted(missing)}"
+    missing = set(group.commands) - _documented(doc_commands(CLI_PAGE))
+    assert not missing, f"{_rel(CLI_PAGE)} does not show: {sorted(missing)}"
 
 
 def test_pending_commands_are_still_missing():
@@ -257,27 +378,33 @@ def test_pending_commands_are_still_missing():
     assert not landed, f"{sorted(landed)} exist now: remove them from PENDING_COMMANDS in {Path(__file__).name}"
 
 
-def test_readme_checker_catches_a_renamed_option():
+def test_docs_checker_catches_a_renamed_option():
     group = typer.main.get_command(app)
     assert _check_params(group, ["quantize", "--cfg", "x.yaml"], "t") == ["t: quantize has no option --cfg"]
     assert _check_params(group, ["quantise", "--config", "x.yaml"], "t")[0].startswith("t: no command `quantkit quantise`")
     assert _check_params(group, _usage_tokens(["-v", "push", "DIR", "--repo-id", "o/n", "[--private]"]), "t") == []
+    assert _quantkit_argv(("RAY_ADDRESS=h:6379", "quantkit", "tune")) == ["tune"]
 
 
-def test_readme_other_commands_refer_to_what_exists():
-    """setup.sh, the pytest marker expressions, the scripts and their options, huggingface-cli."""
+@cache
+def _script_help(script: str) -> str:
+    return subprocess.run([sys.executable, str(REPO / script), "--help"], capture_output=True, text=True, cwd=REPO,
+                          timeout=120).stdout
+
+
+def test_documented_other_commands_refer_to_what_exists():
+    """setup.sh, the pytest marker expressions and test paths, the scripts and their options, mkdocs,
+    huggingface-cli, ray: in the README and in every page of the docs."""
     markers = {m.split(":")[0] for m in tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["pytest"]
                ["ini_options"]["markers"]}
     seen = set()
     problems = []
-    for c in readme_commands():
-        tokens = list(c.tokens)
-        while tokens and re.match(r"^[A-Z_]+=", tokens[0]):  # VAR=value prefixes
-            tokens = tokens[1:]
+    for c in all_commands():
+        tokens = list(_strip_env(c.tokens))
         if not tokens or _quantkit_argv(tuple(tokens)) is not None:
             continue
         head = tokens[0]
-        where = f"README.md:{c.line} `{c.text}`"
+        where = f"{c.where}:{c.line} `{c.text}`"
         if head == "bash":
             seen.add("bash")
             if not (REPO / tokens[1]).is_file():
@@ -300,29 +427,132 @@ def test_readme_other_commands_refer_to_what_exists():
                 continue
             options = {t.split("=")[0] for t in tokens[2:] if t.startswith("--")}
             if options:
-                help_text = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True,
-                                           cwd=REPO, timeout=120).stdout
+                help_text = _script_help(tokens[1])
                 problems += [f"{where}: {tokens[1]} has no option {o}" for o in sorted(options) if o not in help_text]
-        elif head == "ray":  # the Ray cluster commands of "Running on a Ray cluster"
+        elif head == ".venv/bin/mkdocs":
+            seen.add("mkdocs")
+            if tokens[1:2] not in (["build"], ["serve"]) or not MKDOCS.is_file():
+                problems.append(f"{where}: not an mkdocs command the docs mean to show (build or serve, with mkdocs.yml)")
+        elif head == "ray":  # the Ray cluster commands of docs/ray.md
             if tokens[1:2] not in (["start"], ["stop"], ["status"]):
-                problems.append(f"{where}: not a ray command the README means to show")
+                problems.append(f"{where}: not a ray command the docs mean to show")
         elif head in ("huggingface-cli", "export", "cd", "git", "pip"):
             continue
         else:
             problems.append(f"{where}: the test does not know how to check `{head}`; teach it")
     assert not problems, "\n".join(problems)
-    assert seen >= {"bash", "pytest", "script"}
+    assert seen >= {"bash", "pytest", "script", "mkdocs"}
 
 
 def test_readme_first_commands_are_what_ci_runs():
-    """The two set-up commands open the README, and .ci/run runs the second one verbatim."""
+    """The two set-up commands open the README, and .ci/run runs the second one verbatim, and builds the docs."""
     first = list(dict.fromkeys(c.text for c in readme_commands()))[:2]
     assert first[0].startswith("bash scripts/setup.sh && .venv/bin/quantkit quantize --model ../shared/models/minilm-spam")
     assert first[1] == "bash scripts/setup.sh && .venv/bin/python -m pytest"
-    assert first[1] in (REPO / ".ci" / "run").read_text(encoding="utf-8")
     ci = (REPO / ".ci" / "run").read_text(encoding="utf-8")
+    assert first[1] in ci
     assert ".venv/bin/python -m pytest -m 'slow and not optimum'" in ci
     assert "bash scripts/setup.sh --stack optimum" in ci and ".venv-optimum/bin/python -m pytest -m optimum" in ci
+    assert re.search(r"^[A-Z_=0-9 ]*\.venv/bin/mkdocs build --strict", ci, re.M), ".ci/run must build the docs strictly"
+
+
+# --------------------------------------------------------------------------- the README and the site
+def _slug(heading: str) -> str:
+    """The anchor Python-Markdown's toc extension gives a heading (code, links and emphasis as their text)."""
+    text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", heading)
+    text = re.sub(r"[`*]", "", text)
+    text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+    text = re.sub(r"[^\w\s-]", "", text).strip().lower()
+    return re.sub(r"[-\s]+", "-", text)
+
+
+def _anchors(path: Path) -> set[str]:
+    anchors, fenced = set(), False
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+        elif not fenced and (m := re.match(r"^#{1,6}\s+(.*?)\s*#*$", line)):
+            anchors.add(_slug(m.group(1)))
+    return anchors
+
+
+def test_readme_is_short_and_its_links_resolve():
+    """README ≤ 350 lines; every relative link points at a file that exists, and at a heading there."""
+    text = README.read_text(encoding="utf-8")
+    assert len(text.splitlines()) <= README_MAX_LINES, f"README.md has {len(text.splitlines())} lines; move detail to docs/"
+    links = re.findall(r"\]\(([^)\s]+)\)", text)
+    assert any(link.startswith("docs/") for link in links)
+    problems = []
+    for link in links:
+        if re.match(r"^[a-z]+:", link):
+            continue
+        target, _, anchor = link.partition("#")
+        path = REPO / target if target else README
+        if not path.exists():
+            problems.append(f"README.md links to {link}: {target} does not exist")
+        elif anchor and path.suffix == ".md" and anchor not in _anchors(path):
+            problems.append(f"README.md links to {link}: no heading with that anchor in {target or 'README.md'}")
+    assert not problems, "\n".join(problems)
+
+
+def test_slug_matches_the_toc_extension():
+    assert _slug("Fused graph first, minus one fusion") == "fused-graph-first-minus-one-fusion"
+    assert _slug("Serving an artifact: `quantkit.runtime`") == "serving-an-artifact-quantkitruntime"
+    assert _slug("Reference model, AVX2 without VNNI, 2026-12-01") == "reference-model-avx2-without-vnni-2026-12-01"
+
+
+def _nav_pages(node) -> list[str]:
+    if isinstance(node, str):
+        return [node]
+    if isinstance(node, list):
+        return [p for item in node for p in _nav_pages(item)]
+    if isinstance(node, dict):
+        return [p for value in node.values() for p in _nav_pages(value)]
+    return []
+
+
+def test_mkdocs_nav_lists_every_page():
+    """Every page in docs/ is in the nav and every nav entry exists (mkdocs --strict checks links and anchors)."""
+    config = yaml.safe_load(MKDOCS.read_text(encoding="utf-8"))
+    assert config["theme"]["name"] == "material" and config["strict"] is True
+    nav = _nav_pages(config["nav"])
+    pages = sorted(p.relative_to(DOCS).as_posix() for p in DOCS.rglob("*.md"))
+    assert sorted(nav) == pages, f"nav vs docs/: missing {sorted(set(pages) - set(nav))}, extra {sorted(set(nav) - set(pages))}"
+    assert len(nav) == len(set(nav))
+
+
+def test_docs_extra_is_pinned_in_constraints():
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    docs = project["optional-dependencies"]["docs"]
+    constraints = (REPO / "constraints.txt").read_text(encoding="utf-8").splitlines()
+    assert {d.split("==")[0] for d in docs} == {"mkdocs", "mkdocs-material"}
+    for pin in docs:
+        assert "==" in pin and pin in constraints, f"{pin} is not pinned in constraints.txt"
+    assert 'EXTRAS="dev,ray,docs"' in (REPO / "scripts" / "setup.sh").read_text(encoding="utf-8")
+
+
+def test_every_recipe_and_notebook_is_documented():
+    recipes_page = (DOCS / "recipes.md").read_text(encoding="utf-8")
+    missing = [p.name for p in sorted((REPO / "recipes").glob("*.yaml")) if f"| `{p.name}` |" not in recipes_page]
+    assert not missing, f"docs/recipes.md has no row for {missing}"
+    notebooks_page = (DOCS / "notebooks.md").read_text(encoding="utf-8")
+    missing = [p.name for p in NOTEBOOKS if f"`{p.name}`" not in notebooks_page]
+    assert not missing, f"docs/notebooks.md does not describe {missing}"
+
+
+def test_readme_measured_table_is_the_measurements_page_one():
+    """The README's one measured table (with its CPU statement) is also on docs/measurements.md, unchanged."""
+    lines = README.read_text(encoding="utf-8").splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| model | metric |"))
+    table = []
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        table.append(line)
+    assert len(table) >= 4
+    section = README.read_text(encoding="utf-8").split("## Measured on the reference model", 1)[1].split("\n## ", 1)[0]
+    assert "Intel" in section and "cores" in section and "bench/tasks_table.py" in section, "keep the CPU and the command"
+    assert "\n".join(table) in (DOCS / "measurements.md").read_text(encoding="utf-8")
 
 
 # --------------------------------------------------------------------------- notebooks

@@ -274,7 +274,7 @@ def _assert_refused_at_preflight(tiny_path: Path, task: str, tmp_path: Path, qua
     import yaml
 
     from quantkit.checks import run_checks
-    from quantkit.spec import load_spec
+    from quantkit.specio import load_spec
 
     data = tmp_path / "rows.jsonl"
     data.write_text(json.dumps({"text": "x", "label": 0}) + "\n")

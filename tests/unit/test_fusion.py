@@ -17,7 +17,9 @@ from quantkit.fusion import compare_models, optimize_graph, ort_model_type, reso
 from quantkit.graph import op_counts
 from quantkit.shapes import batch_invariance, check_shapes, dynamic_axes_report
 from quantkit.evaluation import OnnxRunner
-from quantkit.spec import DatasetSpec, LatencySpec, QuantizationConfig, ShapeGridSpec, parse_spec
+from quantkit.spec import DatasetSpec, LatencySpec, QuantizationConfig, ShapeGridSpec
+from quantkit.specio import parse_spec
+from quantkit.tasks import task_for
 
 #: Fused vs unfused FP32 logits: same math, different kernels and summation order.
 FUSED_ATOL = 1e-4
@@ -32,8 +34,8 @@ def fused(tiny_fp32, tiny_loaded, tmp_path_factory):
 @pytest.fixture(scope="module")
 def data(tiny_loaded, tiny_data_dir):
     return load_text_dataset(DatasetSpec(path=str(tiny_data_dir / "validation.jsonl")), tiny_loaded.tokenizer,
-                             key="data.evaluation", max_length=32, padding="max_length",
-                             model_config=tiny_loaded.config)
+                             task_for("text-classification", tiny_loaded.config), key="data.evaluation",
+                             max_length=32, padding="max_length")
 
 
 def test_transformer_fusion_structure_and_numerics(fused, tiny_fp32, data):
@@ -188,7 +190,7 @@ def test_batch_invariance_is_exact_for_fp32_and_static(tiny_fp32, data, tmp_path
     q = get_backend("onnxruntime").quantize(tiny_fp32, QuantizationConfig(approach="static"), tmp_path / "q.onnx",
                                             calibration=data, workdir=tmp_path)
     for path in (tiny_fp32.path, q.path):
-        inv = batch_invariance(OnnxRunner(path, 1), data, 8)
+        inv = batch_invariance(OnnxRunner(path, 1), data, 8, task_for("text-classification"))
         assert inv["identical_predictions"] == 1.0
         assert inv["max_abs_diff"] <= 1e-5  # only summation order may differ
 
@@ -196,7 +198,7 @@ def test_batch_invariance_is_exact_for_fp32_and_static(tiny_fp32, data, tmp_path
 def test_batch_invariance_of_dynamic_is_measured(tiny_fp32, data, tmp_path):
     q = get_backend("onnxruntime").quantize(tiny_fp32, QuantizationConfig(), tmp_path / "q.onnx", workdir=tmp_path)
     runner = OnnxRunner(q.path, 1)
-    inv = batch_invariance(runner, data, 8)
+    inv = batch_invariance(runner, data, 8, task_for("text-classification"))
     alone, batched = runner.predict(data, 1), runner.predict(data, 8)
     assert inv["identical_predictions"] == pytest.approx(float(np.mean(alone.argmax(1) == batched.argmax(1))))
     assert inv["max_abs_diff"] == pytest.approx(float(np.abs(alone - batched).max()))
@@ -211,6 +213,7 @@ def test_shape_grid_report(tiny_fp32, tiny_loaded, tiny_data_dir, tmp_path, data
         tiny_fp32.path, q.path, dataset=DatasetSpec(path=str(tiny_data_dir / "validation.jsonl")),
         tokenizer=tiny_loaded.tokenizer, model_config=tiny_loaded.config, grid=grid,
         latency=LatencySpec(warmup=1, repeats=3, threads=1, rounds=1),
+        task=task_for("text-classification", tiny_loaded.config),
     )
     cells = {(c["batch_size"], c["sequence_length"]): c for c in section["cells"]}
     assert set(cells) == {(1, 16), (4, 16), (1, 64), (4, 64)}
@@ -227,7 +230,8 @@ def test_shape_grid_report(tiny_fp32, tiny_loaded, tiny_data_dir, tmp_path, data
     with pytest.raises(EvaluationError, match="max_position_embeddings 128"):
         check_shapes(tiny_fp32.path, q.path, dataset=DatasetSpec(path=str(tiny_data_dir / "validation.jsonl")),
                      tokenizer=tiny_loaded.tokenizer, model_config=tiny_loaded.config,
-                     grid=ShapeGridSpec(sequence_lengths=[256]), latency=LatencySpec())
+                     grid=ShapeGridSpec(sequence_lengths=[256]), latency=LatencySpec(),
+                     task=task_for("text-classification", tiny_loaded.config))
     # a model that disagrees with FP32: the classifier's weights negated
     model = onnx.load(str(tiny_fp32.path))
     gemm = [n for n in model.graph.node if n.op_type in ("Gemm", "MatMul")][-1]
@@ -241,7 +245,7 @@ def test_shape_grid_report(tiny_fp32, tiny_loaded, tiny_data_dir, tmp_path, data
                      tokenizer=tiny_loaded.tokenizer, model_config=tiny_loaded.config,
                      grid=ShapeGridSpec(batch_sizes=[2], sequence_lengths=[16], examples=8, latency=False,
                                         min_agreement=0.99),
-                     latency=LatencySpec())
+                     latency=LatencySpec(), task=task_for("text-classification", tiny_loaded.config))
 
 
 def test_compare_models_of_identical_graphs_is_zero(tiny_fp32):

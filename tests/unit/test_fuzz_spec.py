@@ -20,7 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from quantkit.errors import QuantkitError, SpecError
-from quantkit.spec import QuantizationSpec, load_spec
+from quantkit.spec import QuantizationSpec
+from quantkit.specio import load_spec
 
 RECIPES = sorted((Path(__file__).resolve().parents[2] / "recipes").glob("*.yaml"))
 NAME = "fuzzed.yaml"

@@ -9,7 +9,8 @@ from typer.testing import CliRunner
 
 from quantkit.cli import app
 from quantkit.hardware import CpuInfo, detect_target, hardware_profile, parse_cpu_info, resolve_quantization
-from quantkit.spec import QuantizationConfig, parse_spec
+from quantkit.spec import QuantizationConfig
+from quantkit.specio import parse_spec, with_overrides
 
 SKYLAKE = "fpu sse sse2 avx avx2 fma avx512f avx512bw avx512vl avx512dq"
 CASCADE = SKYLAKE + " avx512_vnni"
@@ -84,7 +85,7 @@ def test_spec_fields_set_survive_yaml_and_overrides(tmp_path):
         "quantization": {"approach": "static", "weight_type": "uint8"},  # the target says int8
         "data": {"calibration": {"path": "x.jsonl"}, "evaluation": {"path": "x.jsonl"}},
     })
-    spec = spec.with_overrides(**{"output.dir": str(tmp_path / "o")})
+    spec = with_overrides(spec, **{"output.dir": str(tmp_path / "o")})
     assert spec.quantization.model_fields_set >= {"approach", "weight_type"}
     assert "reduce_range" not in spec.quantization.model_fields_set
     resolved, chosen = resolve_quantization(spec.quantization, hardware_profile(spec.hardware, _cpu(ZEN2)))

@@ -16,7 +16,7 @@ from hubserver import HubServer, git_sha1, reset_hub_sessions
 from typer.testing import CliRunner
 
 from quantkit import Quantizer
-from quantkit.card import find_license, model_card_text, validate_model_card
+from quantkit.card import model_card_text, validate_model_card
 from quantkit.cli import app
 from quantkit.errors import (
     ArtifactNotFoundError,
@@ -25,7 +25,7 @@ from quantkit.errors import (
     HubNotFoundError,
     HubRepoIdError,
 )
-from quantkit.hub import PUSH_EXCLUDE, RetryPolicy, push_artifact, resolve_artifact
+from quantkit.hub import PUSH_EXCLUDE, RetryPolicy, base_model_license, push_artifact, resolve_artifact
 from quantkit.quantizer import QuantizationResult
 
 TOKEN = f"hf_quantkitTEST{secrets.token_hex(12)}"
@@ -421,8 +421,8 @@ def test_card_text_from_a_report_with_tuning_and_fallback_nodes():
 
 def test_license_is_looked_up_on_the_base_models_hub_card(hub):
     hub.add_repo("org/base-model", {"README.md": b"---\nlicense: mit\n---\n# base\n", "config.json": b"{}"})
-    assert find_license(_synthetic_report(), None, base_model="org/base-model") == "mit"
-    assert find_license(_synthetic_report(), None, base_model="org/unknown") is None  # 404: omitted
+    assert base_model_license("org/base-model") == "mit"
+    assert base_model_license("org/unknown") is None  # 404: omitted
 
 
 # --------------------------------------------------------------------------- secrets
@@ -469,7 +469,7 @@ def test_local_file_matches_lfs_and_regular_remote_entries(tmp_path):
 
 
 def test_failed_push_after_quantize_keeps_the_artifacts_and_says_how_to_retry(hub, auto_pushed):
-    from quantkit.spec import parse_spec
+    from quantkit.specio import parse_spec
 
     result = auto_pushed[0]
     spec = parse_spec({**result.report["spec"], "hub": {"repo_id": REPO, "push": True}})

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -27,8 +28,8 @@ def _quantize(spec: Path, out: Path, fault: str | None) -> subprocess.CompletedP
                           timeout=300)
 
 
-def test_sigkill_at_each_point_leaves_nothing_and_rerun_succeeds(tmp_path: Path, tiny_spec_text: str) -> None:
-    spec = write_spec(tmp_path / "spec.yaml", tiny_spec_text)
+def test_sigkill_at_each_point_leaves_nothing_and_rerun_succeeds(tmp_path: Path, spec_text: Callable[..., str]) -> None:
+    spec = write_spec(tmp_path / "spec.yaml", spec_text())
     out = tmp_path / "out"
     for point in POINTS:
         proc = _quantize(spec, out, point)
@@ -41,8 +42,8 @@ def test_sigkill_at_each_point_leaves_nothing_and_rerun_succeeds(tmp_path: Path,
     assert leftovers == []  # the rerun cleaned what the killed runs left
 
 
-def test_sigkill_while_replacing_keeps_the_previous_folder(tmp_path: Path, tiny_spec_text: str) -> None:
-    spec = write_spec(tmp_path / "spec.yaml", tiny_spec_text)
+def test_sigkill_while_replacing_keeps_the_previous_folder(tmp_path: Path, spec_text: Callable[..., str]) -> None:
+    spec = write_spec(tmp_path / "spec.yaml", spec_text())
     out = tmp_path / "out"
     out.mkdir()
     (out / "model.onnx").write_text("previous")

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import onnxruntime as ort
 import pytest
-from conftest import write_spec
+from conftest import DROP, write_spec
 from typer.testing import CliRunner
 
 from quantkit import QuantizationResult, Quantizer, __version__
@@ -16,24 +16,13 @@ from quantkit.graph import op_counts
 
 
 @pytest.fixture(scope="module")
-def tiny_result(tiny_model_dir, tiny_data_dir, tmp_path_factory) -> QuantizationResult:
+def tiny_result(tiny_model_dir, spec_text, tmp_path_factory) -> QuantizationResult:
     root = tmp_path_factory.mktemp("pipeline")
-    spec = write_spec(root / "spec.yaml", f"""
-spec_version: 1
-quantization:
-  approach: static
-  op_types: [MatMul, Gather]
-  calibration: {{num_samples: 32, batch_size: 8}}
-data:
-  calibration: {{path: {tiny_data_dir / 'train.jsonl'}}}
-  evaluation: {{path: {tiny_data_dir / 'validation.jsonl'}}}
-  max_length: 32
-evaluation:
-  metric: agreement
-  latency: {{batch_size: 2, sequence_length: 16, warmup: 1, repeats: 3, rounds: 2}}
-output:
-  dir: artifacts
-""")
+    # no model (from_pretrained gives it), per_channel and calibration.method left to their defaults
+    spec = write_spec(root / "spec.yaml", spec_text(
+        output={"dir": "artifacts"},
+        **{"model": DROP, "quantization.per_channel": DROP,
+           "quantization.calibration": {"num_samples": 32, "batch_size": 8}, "evaluation.metric": "agreement"}))
     return Quantizer.from_pretrained(tiny_model_dir).quantize(spec, progress=False)
 
 
@@ -152,8 +141,8 @@ def test_cli_missing_data_exit_2(tmp_path, tiny_model_dir):
     assert not (tmp_path / "o").exists()
 
 
-def test_cli_existing_output_exit_2(tmp_path, tiny_model_dir, tiny_spec_text):
-    spec = write_spec(tmp_path / "s.yaml", tiny_spec_text)
+def test_cli_existing_output_exit_2(tmp_path, tiny_model_dir, spec_text):
+    spec = write_spec(tmp_path / "s.yaml", spec_text())
     (tmp_path / "o").mkdir()
     (tmp_path / "o" / "keep").write_text("x")
     result = runner.invoke(app, ["quantize", "--config", str(spec), "--output", str(tmp_path / "o")])
@@ -177,9 +166,9 @@ data:
     assert not (tmp_path / "o").exists()
 
 
-def test_cli_quantize_success_prints_table(tmp_path, tiny_model_dir, tiny_spec_text):
-    spec = write_spec(tmp_path / "s.yaml", tiny_spec_text.replace("approach: static", "approach: dynamic")
-                      .replace("  calibration: {method: minmax, num_samples: 32, batch_size: 8}\n", ""))
+def test_cli_quantize_success_prints_table(tmp_path, tiny_model_dir, spec_text):
+    spec = write_spec(tmp_path / "s.yaml", spec_text(**{"quantization.approach": "dynamic",
+                                                         "quantization.calibration": DROP}))
     result = runner.invoke(app, ["quantize", "--config", str(spec), "--model", str(tiny_model_dir),
                                  "--output", str(tmp_path / "o"), "--no-progress"])
     assert result.exit_code == 0, result.output

@@ -9,6 +9,7 @@ import multiprocessing
 import os
 import shutil
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -107,11 +108,14 @@ def test_full_disk_is_a_clear_error_and_leaves_nothing(tmp_path: Path, monkeypat
 
 
 def test_full_disk_maps_to_cli_exit_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import typer
+
     from quantkit import cli
 
-    with pytest.raises(Exception) as info:
+    monkeypatch.setitem(cli._state, "debug", False)  # an earlier --debug run would re-raise the error as is
+    with pytest.raises(typer.Exit) as info:
         cli._fail(DiskFullError("writing artifacts for out failed: no space left on the device"))
-    assert getattr(info.value, "exit_code", None) == 1
+    assert info.value.exit_code == 1
 
 
 def _hold(target: str, ready, release) -> None:  # in a child process
@@ -194,8 +198,8 @@ def test_reset_salvages_readable_rows(tmp_path: Path) -> None:
         assert store.get_baseline("run") == {"metric": 0.9}
 
 
-def test_preflight_reports_a_corrupted_trial_db(tmp_path: Path, tiny_spec_text: str) -> None:
-    spec = write_spec(tmp_path / "spec.yaml", tiny_spec_text + "tuning: {}\n")
+def test_preflight_reports_a_corrupted_trial_db(tmp_path: Path, spec_text: Callable[..., str]) -> None:
+    spec = write_spec(tmp_path / "spec.yaml", spec_text(tuning={}))
     db = trial_db_path(tmp_path / "out")
     db.parent.mkdir(parents=True)
     db.write_bytes(b"\0garbage" * 512)

@@ -2,45 +2,32 @@
 
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from quantkit.specio import load_spec, parse_spec, with_overrides
 import yaml
+from conftest import DROP, override
 from pydantic import ValidationError
 
 from quantkit.errors import SpecError
 from quantkit.schema import spec_json_schema, spec_json_schema_text
-from quantkit.spec import (
-    QuantizationSpec,
-    load_spec,
-    parse_spec,
-)
+from quantkit.spec import QuantizationSpec
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RECIPES = sorted((REPO_ROOT / "recipes").glob("*.yaml"))
 SCHEMA_FILE = REPO_ROOT / "schema" / "quantkit-spec.schema.json"
 
 MINIMAL: dict[str, Any] = {"spec_version": 1, "data": {"evaluation": {"path": "val.jsonl"}}}
-DROP = object()  # sentinel: remove the key instead of setting it
 
 
 # --------------------------------------------------------------------------- helpers
 def make_spec(changes: dict[str, Any] | None = None) -> dict[str, Any]:
     """The minimal valid spec with dotted-key changes applied (``DROP`` deletes a key)."""
-    raw = copy.deepcopy(MINIMAL)
-    for dotted, value in (changes or {}).items():
-        node = raw
-        *parents, leaf = dotted.split(".")
-        for key in parents:
-            node = node.setdefault(key, {})
-        if value is DROP:
-            node.pop(leaf, None)
-        else:
-            node[leaf] = value
-    return raw
+    return override(MINIMAL, changes)
 
 
 def write_spec(folder: Path, content: dict[str, Any] | list[Any] | str, name: str = "spec.yaml") -> Path:
@@ -339,7 +326,7 @@ def test_spec_is_frozen(spec: QuantizationSpec) -> None:
 
 
 def test_with_overrides_returns_validated_copy(spec: QuantizationSpec) -> None:
-    changed = spec.with_overrides(**{"model.name_or_path": "x", "evaluation.latency.repeats": 5})
+    changed = with_overrides(spec, **{"model.name_or_path": "x", "evaluation.latency.repeats": 5})
     assert isinstance(changed, QuantizationSpec)
     assert changed is not spec
     assert changed.model.name_or_path == "x"
@@ -351,8 +338,8 @@ def test_with_overrides_returns_validated_copy(spec: QuantizationSpec) -> None:
 
 def test_with_overrides_that_break_the_spec_raise(spec: QuantizationSpec) -> None:
     with pytest.raises(SpecError) as info:
-        spec.with_overrides(**{"quantization.approach": "static"})
+        with_overrides(spec, **{"quantization.approach": "static"})
     assert [issue.path for issue in info.value.issues] == ["data.calibration"]
     with pytest.raises(SpecError) as info:
-        spec.with_overrides(**{"export.opset": 99})
+        with_overrides(spec, **{"export.opset": 99})
     assert "export.opset: " in str(info.value)

@@ -14,7 +14,7 @@ from quantkit.search.store import TrialStore
 from quantkit.search.strategies import Measurement, SearchContext, TrialOutcome, run_search
 from quantkit.search.tolerance import Tolerance
 from quantkit.spec import LatencySpec, QuantizationConfig
-from quantkit.timing import (
+from quantkit.latency import (
     MIN_DECISION_ROUNDS,
     Rounds,
     done_when_separable,
@@ -224,7 +224,7 @@ def test_probe_fusion_times_every_probed_level_and_keeps_the_default_unless_sepa
         monkeypatch, tiny_fp32, tmp_path):
     from quantkit.fusion import PROBED_LEVELS
     from quantkit.probe import probe_fusion
-    from quantkit.spec import parse_spec
+    from quantkit.specio import parse_spec
 
     monkeypatch.delenv("QUANTKIT_HARDWARE_PROBE", raising=False)
     spec = parse_spec({"spec_version": 1, "data": {"evaluation": {"path": "x.jsonl"}}})
@@ -254,7 +254,7 @@ def test_probe_fusion_times_every_probed_level_and_keeps_the_default_unless_sepa
 
 def test_probe_skipped_for_another_cpu(monkeypatch, tiny_fp32):
     from quantkit.probe import probe_fusion
-    from quantkit.spec import parse_spec
+    from quantkit.specio import parse_spec
 
     monkeypatch.delenv("QUANTKIT_HARDWARE_PROBE", raising=False)
     spec = parse_spec({"spec_version": 1, "hardware": "avx2", "data": {"evaluation": {"path": "x.jsonl"}}})
@@ -270,7 +270,7 @@ def test_probe_skipped_for_another_cpu(monkeypatch, tiny_fp32):
 # --------------------------------------------------------------------------- where it lands
 def test_report_card_and_cli_show_the_warning():
     from quantkit.card import model_card_text
-    from quantkit.timing_report import add_timing, timing_warnings
+    from quantkit.latency import add_timing, timing_warnings
 
     timed = side_by_side({"fp32": "f", "int8": "i"}, LatencySpec(rounds=3), baseline="fp32",
                          timer=FakeTimer({"fp32": [100], "int8": [70, 130, 95]}))
@@ -294,7 +294,7 @@ def test_tune_under_a_busy_loop_never_claims_a_wrong_sign(tmp_path, tiny_model_d
     from conftest import write_spec
 
     from quantkit import Quantizer
-    from quantkit.timing_report import timing_warnings
+    from quantkit.latency import timing_warnings
 
     def spec(name):
         return write_spec(tmp_path / f"{name}.yaml", f"""
@@ -359,20 +359,20 @@ evaluation:
   latency: {{batch_size: 2, sequence_length: 16, rounds: 3}}
 """)
     q = Quantizer.from_pretrained(tiny_model_dir)
-    q._timer = FakeTimer({"fp32": [100], "transformer-noskip": [60, 62, 61], "transformer": [60, 62, 61],
-                          "none": [50, 51, 52], "int8": [50, 52, 51]})
-    first = q.quantize(spec, tmp_path / "a", progress=False, check=False).report
+    timer = FakeTimer({"fp32": [100], "transformer-noskip": [60, 62, 61], "transformer": [60, 62, 61],
+                       "none": [50, 51, 52], "int8": [50, 52, 51]})
+    first = q.quantize(spec, tmp_path / "a", progress=False, check=False, timer=timer).report
     assert first["probe"]["status"] == "measured" and first["probe"]["chosen"] == "none"
     assert first["quantization"]["optimization"]["level"] == "none"
     assert first["result"]["latency_ratio"]["median"] == pytest.approx(0.51) and not first["timing"]["warnings"]
-    calls = len(q._timer.calls)
-    second = q.quantize(spec, tmp_path / "b", progress=False, check=False).report
+    calls = len(timer.calls)
+    second = q.quantize(spec, tmp_path / "b", progress=False, check=False, timer=timer).report
     assert second["probe"]["status"] == "cached" and second["probe"]["key"] == first["probe"]["key"]
-    assert not any(c in ("transformer-noskip", "transformer", "none") for c in q._timer.calls[calls:])
+    assert not any(c in ("transformer-noskip", "transformer", "none") for c in timer.calls[calls:])
     other = hardware.CpuInfo(model="Other CPU", arch="x86_64", logical_cores=2, physical_cores=2,
                              features=["avx2"])
     monkeypatch.setattr(hardware, "cpu_info", lambda: other)
-    third = q.quantize(spec, tmp_path / "c", progress=False, check=False).report
+    third = q.quantize(spec, tmp_path / "c", progress=False, check=False, timer=timer).report
     assert third["probe"]["status"] == "measured" and third["probe"]["key"] != first["probe"]["key"]
 
 
@@ -381,7 +381,7 @@ def test_busy_cpu_makes_timings_unreliable():
     slow one model more than the other in every round)."""
     from types import SimpleNamespace
 
-    from quantkit.timing import busy_warning
+    from quantkit.latency import busy_warning
 
     quiet = SimpleNamespace(busy_fraction=0.0, runnable=2, cores=2)
     busy = SimpleNamespace(busy_fraction=0.9, runnable=4, cores=2)
@@ -392,10 +392,10 @@ def test_busy_cpu_makes_timings_unreliable():
 
 def test_probe_records_cpu_contention(tiny_fp32):
     """The fresh-process probe samples the machine's runnable threads while it times; a quiet probe is not busy."""
-    from quantkit.evaluation import _measure_once
+    from quantkit.latency import measure_once
 
-    stats = _measure_once(tiny_fp32.path, LatencySpec(batch_size=2, sequence_length=16, warmup=1, repeats=8,
-                                                      threads=1), vocab_size=100)
+    stats = measure_once(tiny_fp32.path, LatencySpec(batch_size=2, sequence_length=16, warmup=1, repeats=8,
+                                                     threads=1), vocab_size=100)
     assert stats.cores >= 1 and 0.0 <= stats.busy_fraction <= 1.0
 
 

@@ -12,6 +12,7 @@ from quantkit.data import load_text_dataset
 from quantkit.errors import QuantizationError, RegistryError
 from quantkit.graph import graph_summary, op_counts
 from quantkit.spec import DatasetSpec, QuantizationConfig
+from quantkit.tasks import task_for
 
 
 @pytest.fixture(scope="module")
@@ -20,10 +21,10 @@ def tiny_data(tiny_loaded, tiny_data_dir):
         return load_text_dataset(
             DatasetSpec(path=str(tiny_data_dir / f"{name}.jsonl")),
             tiny_loaded.tokenizer,
+            task_for("text-classification", tiny_loaded.config),
             key=f"data.{name}",
             max_length=32,
             padding="max_length",
-            model_config=tiny_loaded.config,
         )
 
     return {"train": load("train"), "validation": load("validation")}

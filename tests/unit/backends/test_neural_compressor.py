@@ -11,17 +11,19 @@ import torch
 
 from quantkit.backends import get_backend
 from quantkit.data import load_text_dataset
-from quantkit.errors import SpecError
+from quantkit.errors import QuantizationError, SpecError
 from quantkit.graph import graph_summary
 from quantkit.qat import dynamic_shapes, example_inputs, input_names, prepare_qat, train_qat
-from quantkit.spec import DatasetSpec, QATSpec, QuantizationConfig, parse_spec
+from quantkit.spec import DatasetSpec, QATSpec, QuantizationConfig
+from quantkit.specio import parse_spec
+from quantkit.tasks import task_for
 
 
 @pytest.fixture(scope="module")
 def train_data(tiny_loaded, tiny_data_dir):
     return load_text_dataset(DatasetSpec(path=str(tiny_data_dir / "train.jsonl")), tiny_loaded.tokenizer,
-                             key="data.calibration", max_length=32, padding="max_length",
-                             model_config=tiny_loaded.config)
+                             task_for("text-classification", tiny_loaded.config), key="data.calibration",
+                             max_length=32, padding="max_length")
 
 
 def _logits(path, data):
@@ -97,17 +99,20 @@ def test_qat_step_updates_every_trainable_parameter_and_keeps_frozen_ones(tiny_l
 
 
 def test_train_qat_loop_freezes_patterns_and_resumes(tiny_loaded, train_data, tmp_path):
+    task = task_for("text-classification", tiny_loaded.config)
     spec = QATSpec(steps=6, learning_rate=1e-3, batch_size=16, freeze=["bert.embeddings.*"], holdout=0.2,
                    early_stopping={"eval_every": 3, "patience": 5}, checkpoint_every=3, num_workers=0)
-    first = train_qat(copy.deepcopy(tiny_loaded.model), train_data, spec, max_positions=128, state_dir=tmp_path)
+    first = train_qat(copy.deepcopy(tiny_loaded.model), train_data, spec, max_positions=128, task=task,
+                      state_dir=tmp_path)
     assert first.steps == 6 and len(first.losses) == 6 and all(np.isfinite(first.losses))
     assert [s for s, _ in first.holdout_accuracy] == [3, 6]
     assert (tmp_path / "qat-checkpoint.pt").is_file()
-    again = train_qat(copy.deepcopy(tiny_loaded.model), train_data, spec, max_positions=128, state_dir=tmp_path)
+    again = train_qat(copy.deepcopy(tiny_loaded.model), train_data, spec, max_positions=128, task=task,
+                      state_dir=tmp_path)
     assert again.resumed_from == 6 and again.steps == 6  # nothing left to do: resumed, not retrained
-    with pytest.raises(Exception, match="matched no parameter"):
+    with pytest.raises(QuantizationError, match="matched no parameter"):
         train_qat(copy.deepcopy(tiny_loaded.model), train_data, spec.model_copy(update={"freeze": ["nope.*"]}),
-                  max_positions=128)
+                  max_positions=128, task=task)
 
 
 def test_qat_backend_exports_onnx_matching_converted_model(tiny_loaded, tiny_fp32, train_data, tmp_path):

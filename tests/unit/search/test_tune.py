@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import write_spec
+
+from quantkit.specio import with_overrides
+from conftest import DROP, write_spec
 from typer.testing import CliRunner
 
 from quantkit.cli import app
@@ -16,31 +18,14 @@ runner = CliRunner()
 
 
 @pytest.fixture
-def tune_spec(tmp_path, tiny_model_dir, tiny_data_dir):
-    return write_spec(tmp_path / "tune.yaml", f"""
-spec_version: 1
-model: {{name_or_path: {tiny_model_dir}}}
-quantization:
-  approach: dynamic
-  op_types: [MatMul, Gather]
-  calibration: {{num_samples: 16, batch_size: 8}}
-data:
-  calibration: {{path: {tiny_data_dir / 'train.jsonl'}}}
-  evaluation: {{path: {tiny_data_dir / 'validation.jsonl'}}}
-  max_length: 32
-evaluation:
-  metric: agreement
-  latency: {{batch_size: 2, sequence_length: 16, warmup: 1, repeats: 3, rounds: 2}}
-tuning:
-  strategy: fastest
-  tolerance: {{type: absolute, value: 0.5}}
-  space:
-    approach: [dynamic, static]
-    per_channel: [true, false]
-  max_trials: 6
-  fallback: {{max_nodes: 2, samples: 8, candidates: 1}}
-output: {{dir: out}}
-""")
+def tune_spec(tmp_path, spec_text):
+    return write_spec(tmp_path / "tune.yaml", spec_text(
+        tuning={"strategy": "fastest", "tolerance": {"type": "absolute", "value": 0.5},
+                "space": {"approach": ["dynamic", "static"], "per_channel": [True, False]},
+                "max_trials": 6, "fallback": {"max_nodes": 2, "samples": 8, "candidates": 1}},
+        output={"dir": "out"},
+        **{"quantization.approach": "dynamic", "quantization.per_channel": DROP,
+           "quantization.calibration": {"num_samples": 16, "batch_size": 8}, "evaluation.metric": "agreement"}))
 
 
 def test_tune_cli_writes_artifacts_and_resumes(tune_spec, tmp_path):
@@ -107,10 +92,11 @@ def test_sensitivity_ranks_nodes_of_the_preprocessed_graph(tiny_loaded, tiny_fp3
     from quantkit.search.runner import node_sensitivity
     from quantkit.spec import DatasetSpec, QuantizationConfig
     from quantkit.backends import get_backend
+    from quantkit.tasks import task_for
 
     data = load_text_dataset(DatasetSpec(path=str(tiny_data_dir / "validation.jsonl")), tiny_loaded.tokenizer,
-                             key="data.evaluation", max_length=32, padding="max_length",
-                             model_config=tiny_loaded.config)
+                             task_for("text-classification", tiny_loaded.config), key="data.evaluation",
+                             max_length=32, padding="max_length")
     config = QuantizationConfig(op_types=["MatMul"], per_channel=False)
     q = get_backend("onnxruntime").quantize(tiny_fp32, config, tmp_path / "q.onnx", workdir=tmp_path)
     ranked = node_sensitivity(tiny_fp32.path, q.path, data.select(8), ["MatMul"], tmp_path)
@@ -135,10 +121,11 @@ def test_sensitivity_ranks_only_nodes_the_config_quantizes(tiny_loaded, tiny_fp3
     from quantkit.data import load_text_dataset
     from quantkit.search.runner import node_sensitivity
     from quantkit.spec import DatasetSpec, QuantizationConfig
+    from quantkit.tasks import task_for
 
     data = load_text_dataset(DatasetSpec(path=str(tiny_data_dir / "validation.jsonl")), tiny_loaded.tokenizer,
-                             key="data.evaluation", max_length=32, padding="max_length",
-                             model_config=tiny_loaded.config)
+                             task_for("text-classification", tiny_loaded.config), key="data.evaluation",
+                             max_length=32, padding="max_length")
     graph = onnx.load(str(preprocess(tiny_fp32.path, tmp_path / "pre.onnx"))).graph
     inits = {i.name for i in graph.initializer}
     weight_matmuls = {n.name for n in graph.node if n.op_type == "MatMul" and n.input[1] in inits}
@@ -154,17 +141,17 @@ def test_sensitivity_ranks_only_nodes_the_config_quantizes(tiny_loaded, tiny_fp3
     assert {name for name, _ in again} == weight_matmuls - {first}
 
 
-def test_a_search_report_carries_no_probe_verdict_of_an_earlier_quantize(tune_spec, tiny_model_dir, tmp_path):
-    """The search does not probe (its space holds the levels): a probe result left on the Quantizer by an
-    earlier quantize() must not be reported (or carded) as this run's measurement."""
+def test_a_search_report_carries_no_probe_verdict(tune_spec, tiny_model_dir, tmp_path):
+    """The search does not probe (its space holds the levels): no probe verdict is reported (or carded) as this
+    run's measurement. Run state lives on the call's own Job, never on the Quantizer."""
     from quantkit import Quantizer
-    from quantkit.probe import ProbeResult
-    from quantkit.spec import load_spec
+    from quantkit.specio import load_spec
 
     q = Quantizer.from_pretrained(tiny_model_dir)
-    q._probe = ProbeResult("export.optimize", "measured", "transformer-noskip", "none", "stale verdict")
-    result = q.tune(load_spec(tune_spec).with_overrides(**{"tuning.max_trials": 1}), tmp_path / "t", progress=False)
+    assert set(vars(q)) == {"loaded"}
+    result = q.tune(with_overrides(load_spec(tune_spec), **{"tuning.max_trials": 1}), tmp_path / "t", progress=False)
     assert "probe" not in result.report and result.report["tuning"]["trials"]
     from quantkit.card import model_card_text
 
-    assert "stale verdict" not in model_card_text(result.report, "me/tiny-int8")
+    assert "Default `export.optimize`" not in model_card_text(result.report, "me/tiny-int8")
+    assert set(vars(q)) == {"loaded"}

@@ -200,7 +200,7 @@ def test_resume_after_sigkill_mid_search(tmp_path):
     script = textwrap.dedent(f"""
         import os, signal, sys
         sys.path.insert(0, {str(os.path.dirname(__file__))!r})
-        from test_search import A, B, C, ScriptedRunner, ctx_for, run_search
+        from test_strategies import A, B, C, ScriptedRunner, ctx_for, run_search
         from pathlib import Path
         class Killer(ScriptedRunner):
             def run(self, config, hint):

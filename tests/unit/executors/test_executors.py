@@ -1,7 +1,7 @@
 """Executors without a cluster: spec, registry, pre-flight, batched trials told in order, CPU records
 and the refusal to compare latencies from different CPUs, the trial store's new column, and sharded
 evaluation on the local executor (same predictions as unsharded, QA examples split across shards).
-The Ray executor itself is tested in test_ray.py."""
+The Ray executor itself is tested in test_ray_cluster.py."""
 
 from __future__ import annotations
 
@@ -17,12 +17,14 @@ from typer.testing import CliRunner
 from quantkit.cli import app
 from quantkit.errors import ExecutorUnavailableError, RegistryError, SpecError, TimingMismatchError
 from quantkit.executors import EXECUTORS, Executor, JobResult, LocalExecutor, make_executor, node_hardware
-from quantkit.executors.shards import predict, shard_bounds
+from quantkit.evaluation import predict
+from quantkit.executors.shards import shard_bounds
 from quantkit.search.space import config_hash
 from quantkit.search.store import Trial, TrialStore
 from quantkit.search.strategies import Measurement, SearchContext, TrialOutcome, run_search
 from quantkit.search.tolerance import Tolerance
-from quantkit.spec import EvaluationSpec, QuantizationConfig, load_spec
+from quantkit.spec import EvaluationSpec, QuantizationConfig
+from quantkit.specio import load_spec, with_overrides
 
 BASE = QuantizationConfig()
 
@@ -94,23 +96,23 @@ def summary(outcome):
 
 
 # --------------------------------------------------------------------------- spec, registry, pre-flight
-def test_executor_spec_defaults_and_validation(tiny_spec_text, tmp_path):
-    spec = load_spec(write_spec(tmp_path / "a.yaml", tiny_spec_text + "tuning: {}\n"))
+def test_executor_spec_defaults_and_validation(spec_text, tmp_path):
+    spec = load_spec(write_spec(tmp_path / "a.yaml", spec_text(tuning={})))
     assert spec.tuning.executor.type == "local" and spec.tuning.executor.parallel_trials == 1
     assert spec.evaluation.shards is None and spec.evaluation.executor.type == "local"
-    text = tiny_spec_text + ("tuning:\n  executor: {type: ray, address: 'ray://head:10001', parallel_trials: 4, "
-                             "cpus_per_trial: 2}\n")
-    spec = load_spec(write_spec(tmp_path / "b.yaml", text.replace("evaluation:\n", "evaluation:\n  shards: 3\n", 1)))
+    text = spec_text(tuning={"executor": {"type": "ray", "address": "ray://head:10001", "parallel_trials": 4,
+                                          "cpus_per_trial": 2}}, **{"evaluation.shards": 3})
+    spec = load_spec(write_spec(tmp_path / "b.yaml", text))
     assert (spec.tuning.executor.address, spec.tuning.executor.parallel_trials) == ("ray://head:10001", 4)
     assert spec.evaluation.shards == 3
     with pytest.raises(SpecError, match=r"tuning\.executor\.address: .*not a Ray address"):
-        load_spec(write_spec(tmp_path / "c.yaml", tiny_spec_text + "tuning: {executor: {type: ray, address: 'x y'}}\n"))
+        load_spec(write_spec(tmp_path / "c.yaml", spec_text(tuning={"executor": {"type": "ray", "address": "x y"}})))
     with pytest.raises(SpecError, match=r"tuning\.executor\.workers"):
-        load_spec(write_spec(tmp_path / "d.yaml", tiny_spec_text + "tuning: {executor: {workers: 2}}\n"))
+        load_spec(write_spec(tmp_path / "d.yaml", spec_text(tuning={"executor": {"workers": 2}})))
     with pytest.raises(SpecError, match=r"tuning\.executor\.parallel_trials"):
-        load_spec(write_spec(tmp_path / "e.yaml", tiny_spec_text + "tuning: {executor: {parallel_trials: 0}}\n"))
+        load_spec(write_spec(tmp_path / "e.yaml", spec_text(tuning={"executor": {"parallel_trials": 0}})))
     with pytest.raises(SpecError, match=r"tuning\.executor\.type"):
-        load_spec(write_spec(tmp_path / "f.yaml", tiny_spec_text + "tuning: {executor: {type: dask}}\n"))
+        load_spec(write_spec(tmp_path / "f.yaml", spec_text(tuning={"executor": {"type": "dask"}})))
 
 
 def test_registry_names_and_unknown():
@@ -120,12 +122,12 @@ def test_registry_names_and_unknown():
         EXECUTORS.get("dask")
 
 
-def test_ray_missing_is_a_clear_preflight_error(monkeypatch, tiny_spec_text, tmp_path):
+def test_ray_missing_is_a_clear_preflight_error(monkeypatch, spec_text, tmp_path):
     import quantkit.checks.executors as checks
 
     monkeypatch.setattr(checks, "ray_missing", lambda: "Ray is not installed")
-    spec = write_spec(tmp_path / "spec.yaml", tiny_spec_text + "tuning: {space: {per_channel: [true, false]}}\n"
-                      "output: {dir: out}\n")
+    spec = write_spec(tmp_path / "spec.yaml", spec_text(tuning={"space": {"per_channel": [True, False]}},
+                                                        output={"dir": "out"}))
     result = CliRunner().invoke(app, ["tune", "--config", str(spec), "--executor", "ray", "--no-progress"])
     assert result.exit_code == 2, result.output
     assert "tuning.executor.type: Ray is not installed" in result.output
@@ -137,30 +139,29 @@ def test_ray_missing_is_a_clear_preflight_error(monkeypatch, tiny_spec_text, tmp
     assert info.value.exit_code == 2 and isinstance(info.value, ImportError)
 
 
-def test_preflight_rejects_torch_backends_on_ray_and_warns_about_local_batches(tiny_spec_text, tmp_path):
+def test_preflight_rejects_torch_backends_on_ray_and_warns_about_local_batches(spec_text, tmp_path):
     from quantkit.checks import run_checks
 
-    text = tiny_spec_text + "tuning: {executor: {type: ray}, space: {backend: [onnxruntime, neural-compressor]}}\n"
+    text = spec_text(tuning={"executor": {"type": "ray"}, "space": {"backend": ["onnxruntime", "neural-compressor"]}})
     report = run_checks(write_spec(tmp_path / "a.yaml", text), only=["files.executors"])
     assert [p.severity for p in report.find("tuning.executor.type")] == ["error"]
     assert "PyTorch model" in report.find("tuning.executor.type")[0].message
-    report = run_checks(write_spec(tmp_path / "b.yaml", tiny_spec_text + "tuning: {executor: {parallel_trials: 3}}\n"),
+    report = run_checks(write_spec(tmp_path / "b.yaml", spec_text(tuning={"executor": {"parallel_trials": 3}})),
                         only=["files.executors"])
     assert [p.severity for p in report.find("tuning.executor.parallel_trials")] == ["warning"]
-    sharded = tiny_spec_text.replace("evaluation:\n", "evaluation:\n  executor: {type: ray}\n", 1)
+    sharded = spec_text(**{"evaluation.executor": {"type": "ray"}})
     report = run_checks(write_spec(tmp_path / "c.yaml", sharded), only=["files.executors"])
     assert [p.severity for p in report.find("evaluation.executor")] == ["warning"]
 
 
-def test_run_key_does_not_depend_on_the_executor(tiny_loaded, tiny_spec_text, tmp_path):
-    from quantkit import Quantizer
+def test_run_key_does_not_depend_on_the_executor(tiny_loaded, spec_text, tmp_path):
+    from quantkit.search.tune import run_key
 
-    q = Quantizer(tiny_loaded)
-    local = load_spec(write_spec(tmp_path / "a.yaml", tiny_spec_text + "tuning: {}\n"))
-    ray = local.with_overrides(**{"tuning.executor.type": "ray", "tuning.executor.parallel_trials": 4,
+    local = load_spec(write_spec(tmp_path / "a.yaml", spec_text(tuning={})))
+    ray = with_overrides(local, **{"tuning.executor.type": "ray", "tuning.executor.parallel_trials": 4,
                                   "evaluation.executor.type": "ray", "evaluation.shards": 4})
-    assert q._run_key(local) == q._run_key(ray)
-    assert q._run_key(local) != q._run_key(local.with_overrides(**{"evaluation.batch_size": 7}))
+    assert run_key(local, tiny_loaded) == run_key(ray, tiny_loaded)
+    assert run_key(local, tiny_loaded) != run_key(with_overrides(local, **{"evaluation.batch_size": 7}), tiny_loaded)
 
 
 # --------------------------------------------------------------------------- batches, order, CPU records

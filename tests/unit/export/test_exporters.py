@@ -133,7 +133,7 @@ def test_check_flags_optimum_exporter_without_optimum(tiny_model_dir, tiny_data_
     from conftest import write_spec
 
     from quantkit.checks import run_checks
-    from quantkit.spec import load_spec
+    from quantkit.specio import load_spec
 
     monkeypatch.setattr(export_base, "optimum_onnx_available", lambda: False)
     path = write_spec(tmp_path / "spec.yaml", f"""

@@ -1,9 +1,9 @@
-"""Latency you can trust: interleaved rounds, per-round ratios, intervals and the decision rules.
+"""Comparing latencies: interleaved rounds, per-round ratios with their intervals, and the decision rules.
 
 Every latency that decides something or is reported goes through here:
 
 - models are timed **interleaved**, one round after another (the order rotates each round so no model
-  always runs first), each round of each model in a fresh process (:class:`SubprocessTimer`);
+  always runs first), each round of each model in a fresh process (:class:`~quantkit.latency.measurement.SubprocessTimer`);
 - what is compared is the **per-round ratio** ``a / b`` of two models timed in the same round, so a
   machine that slows down for a while slows both sides of the ratio alike;
 - a ratio is reported as its median over rounds with an **interval** (:func:`ratio_estimate`): an
@@ -29,23 +29,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from .measurement import SubprocessTimer, busy_warning
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "busy_warning",
     "MIN_DECISION_ROUNDS",
     "MIN_EFFECT",
     "CONFIDENCE",
+    "MAX_SPREAD",
     "Timer",
-    "SubprocessTimer",
     "RatioEstimate",
     "ratio_estimate",
     "separable",
     "Rounds",
     "measure",
+    "speedup_warning",
     "Ranking",
     "rank",
-    "speedup_warning",
+    "done_when_ranked",
+    "done_when_separable",
+    "SideBySide",
+    "side_by_side",
 ]
 
 #: Fewer rounds than this never decide anything (min–max of 2 rounds covers the median half the time).
@@ -62,31 +67,6 @@ class Timer(Protocol):
     """Times one model once (one round) and returns its latency in ms (the round's p50)."""
 
     def __call__(self, label: str, path: Path) -> float: ...
-
-
-class SubprocessTimer:
-    """The real timer: one fresh-process measurement (:func:`quantkit.evaluation._measure_once`) per call.
-
-    Keeps every round's :class:`~quantkit.evaluation.RuntimeStats` in :attr:`stats` for the report.
-    """
-
-    def __init__(self, latency: Any, *, sequence_length: int | None = None, vocab_size: int = 30522) -> None:
-        self.latency = latency
-        self.sequence_length = sequence_length
-        self.vocab_size = vocab_size
-        self.stats: dict[str, list[Any]] = {}
-
-    def __call__(self, label: str, path: Path) -> float:
-        from .evaluation import _measure_once
-
-        st = _measure_once(path, self.latency, sequence_length=self.sequence_length, vocab_size=self.vocab_size)
-        self.stats.setdefault(label, []).append(st)
-        return st.p50_ms
-
-    def median_stats(self, label: str) -> Any:
-        """The round whose p50 is the (lower) median of ``label``'s rounds: its full stats."""
-        rounds = sorted(self.stats[label], key=lambda s: s.p50_ms)
-        return rounds[(len(rounds) - 1) // 2]
 
 
 @dataclass(frozen=True)
@@ -184,17 +164,6 @@ def measure(
             break
     logger.debug("timed %s over %d round(s)", ", ".join(labels), out.rounds)
     return out
-
-
-def busy_warning(stats: Mapping[str, Sequence[Any]], threshold: float = 0.5) -> str | None:
-    """"timings unreliable: ..." when other work competed for the CPU in most samples of some timed round: a
-    busy machine can bias one model more than another in every round, which round-to-round spread cannot show."""
-    worst = max((s for rounds in stats.values() for s in rounds), default=None,
-                key=lambda s: getattr(s, "busy_fraction", 0.0))
-    if worst is None or getattr(worst, "busy_fraction", 0.0) < threshold:
-        return None
-    return (f"timings unreliable: the CPU was busy with other work while timing ({worst.runnable:.0f} runnable threads "
-            f"on {worst.cores} cores in {worst.busy_fraction:.0%} of samples); rerun on a quiet machine")
 
 
 def speedup_warning(estimate: RatioEstimate, what: str = "int8 / FP32") -> str | None:

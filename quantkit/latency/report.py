@@ -1,4 +1,4 @@
-"""Where timing lands for the user: the report's ``timing``/``probe`` sections and the card's lines.
+"""Timing in the report: the report's ``timing``/``probe`` sections, its warnings, and the model card's lines.
 
 Kept apart from :mod:`quantkit.quantizer` and :mod:`quantkit.card` so that those only call in.
 """
@@ -11,7 +11,7 @@ __all__ = ["add_timing", "timing_card_lines", "timing_warnings"]
 
 
 def add_timing(report: dict[str, Any], timed: Any, probe: Any | None = None) -> dict[str, Any]:
-    """Put a :class:`quantkit.timing.SideBySide` (FP32 vs int8) and a probe result into ``report``."""
+    """Put a :class:`quantkit.latency.comparison.SideBySide` (FP32 vs int8) and a probe result into ``report``."""
     est = timed.ratios["int8"]
     result = report.setdefault("result", {})
     result["latency_ratio_p50"] = est.median  # median of per-round int8/FP32 ratios

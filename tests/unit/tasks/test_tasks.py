@@ -263,7 +263,7 @@ def test_model_card_names_the_task(quantized, task):
 @pytest.mark.parametrize("task", TASKS)
 def test_check_is_clean_for_every_task(tiny_task_models, tiny_task_data, tmp_path, task):
     from quantkit.checks import run_checks
-    from quantkit.spec import load_spec
+    from quantkit.specio import load_spec
 
     spec = load_spec(_write(tmp_path, _spec(task, tiny_task_models[task], tiny_task_data[task], tmp_path)))
     report = run_checks(spec)
@@ -274,7 +274,7 @@ def test_check_is_clean_for_every_task(tiny_task_models, tiny_task_data, tmp_pat
 
 def test_check_reports_broken_task_data(tiny_task_models, tiny_task_data, tmp_path):
     from quantkit.checks import run_checks
-    from quantkit.spec import load_spec
+    from quantkit.specio import load_spec
 
     bad = tmp_path / "bad-ner.jsonl"
     bad.write_text(json.dumps({"tokens": ["alice", "x"], "ner_tags": ["B-person", "B-animal"]}) + "\n"
@@ -293,7 +293,7 @@ def test_check_reports_broken_task_data(tiny_task_models, tiny_task_data, tmp_pa
 
 def test_spec_refuses_a_metric_of_another_task(tmp_path, tiny_task_models, tiny_task_data):
     from quantkit.errors import SpecError
-    from quantkit.spec import load_spec
+    from quantkit.specio import load_spec
 
     spec = _spec("question-answering", tiny_task_models["question-answering"], tiny_task_data["question-answering"],
                  tmp_path, **{"evaluation.metric": "spearman"})

@@ -99,6 +99,7 @@ def test_pt2e_export_with_a_bert_tokenizer(model_type, tmp_path):
     from quantkit.data import load_text_dataset
     from quantkit.qat import dynamic_shapes, example_inputs, input_names
     from quantkit.spec import DatasetSpec
+    from quantkit.tasks import task_for
 
     path = build_family_model(model_type, "text-classification", tmp_path / "m")
     model = AutoModelForSequenceClassification.from_pretrained(path).eval()
@@ -107,8 +108,8 @@ def test_pt2e_export_with_a_bert_tokenizer(model_type, tmp_path):
     tokenizer = BertTokenizerFast(str(vocab))  # positional: vocab_file (4.57) or vocab (5.x)
     rows = tmp_path / "rows.jsonl"
     rows.write_text("".join(json.dumps({"text": "free money now " * (i + 1), "label": i % 2}) + "\n" for i in range(4)))
-    data = load_text_dataset(DatasetSpec(path=str(rows)), tokenizer, key="data.calibration", max_length=16,
-                             padding="max_length", model_config=model.config)
+    data = load_text_dataset(DatasetSpec(path=str(rows)), tokenizer, task_for("text-classification", model.config),
+                             key="data.calibration", max_length=16, padding="max_length")
     assert "token_type_ids" in data.inputs
     names = input_names(data, model)
     assert names == ["input_ids", "attention_mask"]

@@ -11,11 +11,11 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import write_spec
+from conftest import DROP, write_spec
 from test_executors import TABLE, A, B, C, D, E, ScriptedRunner, qa_setup, search, summary, tiny_eval
 
 from quantkit.executors import LocalExecutor, make_executor
-from quantkit.executors.shards import predict
+from quantkit.evaluation import predict
 from quantkit.search.space import config_hash
 from quantkit.search.store import TrialStore
 from quantkit.spec import EvaluationSpec, ExecutorSpec, ShardExecutorSpec
@@ -109,33 +109,15 @@ def test_resume_across_executors_reuses_finished_trials(tmp_path):
 
 
 @pytest.fixture
-def tune_spec(tmp_path, tiny_model_dir, tiny_data_dir):
-    return write_spec(tmp_path / "tune.yaml", f"""
-spec_version: 1
-model: {{name_or_path: {tiny_model_dir}}}
-quantization:
-  approach: dynamic
-  op_types: [MatMul, Gather]
-  calibration: {{num_samples: 16, batch_size: 8}}
-data:
-  calibration: {{path: {tiny_data_dir / 'train.jsonl'}}}
-  evaluation: {{path: {tiny_data_dir / 'validation.jsonl'}}}
-  max_length: 32
-evaluation:
-  metric: agreement
-  shards: 2
-  executor: {{type: ray}}
-  latency: {{batch_size: 2, sequence_length: 16, warmup: 1, repeats: 3, rounds: 2}}
-tuning:
-  strategy: fastest
-  tolerance: {{type: absolute, value: 0.5}}
-  space:
-    approach: [dynamic, static]
-    per_channel: [true, false]
-  max_trials: 4
-  executor: {{type: ray, parallel_trials: 2}}
-output: {{dir: out}}
-""")
+def tune_spec(tmp_path, spec_text):
+    return write_spec(tmp_path / "tune.yaml", spec_text(
+        tuning={"strategy": "fastest", "tolerance": {"type": "absolute", "value": 0.5},
+                "space": {"approach": ["dynamic", "static"], "per_channel": [True, False]},
+                "max_trials": 4, "executor": {"type": "ray", "parallel_trials": 2}},
+        output={"dir": "out"},
+        **{"quantization.approach": "dynamic", "quantization.per_channel": DROP,
+           "quantization.calibration": {"num_samples": 16, "batch_size": 8}, "evaluation.metric": "agreement",
+           "evaluation.shards": 2, "evaluation.executor": {"type": "ray"}}))
 
 
 def test_real_tiny_model_search_with_two_parallel_trials_then_resumed_locally(tune_spec, tmp_path, tiny_model_dir,

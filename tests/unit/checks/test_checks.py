@@ -3,7 +3,6 @@ with its own key path and message; several problems at once; estimates; CLI and 
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import random
@@ -16,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
-from conftest import REFERENCE_MODEL, REPO, SPAM_DATA, WORDS
+from conftest import REFERENCE_MODEL, REPO, SPAM_DATA, WORDS, override
 from typer.testing import CliRunner
 
 from quantkit.checks import CheckReport, Problem, check_onnx_model, ordered_checks, run_checks
@@ -44,13 +43,7 @@ def base_spec(model: Path, data: Path, out: Path) -> dict[str, Any]:
 
 
 def write(folder: Path, spec: dict[str, Any], changes: dict[str, Any] | None = None) -> Path:
-    raw = copy.deepcopy(spec)
-    for dotted, value in (changes or {}).items():
-        node = raw
-        *parents, leaf = dotted.split(".")
-        for key in parents:
-            node = node.setdefault(key, {})
-        node[leaf] = value
+    raw = override(spec, changes)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / SPEC_NAME
     path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
