@@ -17,7 +17,7 @@ that change what quantkit does or says:
 - ``refused``: (backend, approach, task) cells that cannot work, with the reason and what works instead;
   the pre-flight check ``model.family`` refuses them in seconds, before any export or calibration.
 
-The support matrix the tests run (``tests/unit/test_families.py``) asserts every cell the README's support
+The support matrix the tests run (``tests/unit/test_families.py``) asserts every cell the support
 table (rendered by :func:`support_table`, kept in sync by ``scripts/families_table.py``) claims.
 """
 
@@ -72,7 +72,7 @@ class Family:
 
     model_type: str
     name: str
-    #: A public checkpoint of the family (named in the README).
+    #: A public checkpoint of the family (named in docs/families.md).
     example: str
     tokenizer: str
     token_type_ids: bool
@@ -235,7 +235,7 @@ def _fusion(family: Family) -> str:
 
 
 def support_table() -> str:
-    """The README's support table (Markdown), rendered from :data:`FAMILIES` and :data:`MATRIX_TASKS`."""
+    """The support table of docs/families.md (Markdown), rendered from :data:`FAMILIES` and :data:`MATRIX_TASKS`."""
     other = [t for t in MATRIX_TASKS if t != "text-classification"]
     head = ["family (`model_type`)", "tokenizer", "positions", *(_HEADERS[c] for c in CELLS),
             *(f"{t}: export + ORT dynamic" for t in other)]

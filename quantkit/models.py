@@ -79,7 +79,7 @@ def infer_task(config: Any) -> str:
     return task
 
 
-def _canonical_task(task: str) -> str:
+def canonical_model_task(task: str) -> str:
     from .errors import RegistryError
     from .tasks import canonical_task, task_names
 
@@ -135,7 +135,7 @@ def load_model(
     from .tasks import get_task
 
     config = _load_config(name_or_path, revision, trust_remote_code)
-    task = _canonical_task(task) if task else infer_task(config)
+    task = canonical_model_task(task) if task else infer_task(config)
     supported = exportable_tasks(config.model_type)
     if supported and task not in supported:
         raise SpecError(

@@ -30,14 +30,18 @@ _ROLE = re.compile(r":[a-z]+:`~?([^`]+)`")  # :class:`~quantkit.x.Y` -> `Y`, :mo
 _CODE = re.compile(r"(`[^`]*`)")
 
 
-def _markdown(text: str) -> str:
-    """reStructuredText inline markup of a docstring as Markdown for a table cell."""
+def _code(text: str) -> str:
+    """reStructuredText inline code and roles as Markdown code spans."""
     text = _ROLE.sub(lambda m: "`" + (m.group(1).rsplit(".", 1)[-1] if m.group(0).count("~") else m.group(1)) + "`",
                      text)
-    text = text.replace("``", "`")
-    parts = _CODE.split(text)
+    return text.replace("``", "`")
+
+
+def _markdown(text: str) -> str:
+    """A summary as Markdown for a table cell: nothing outside code spans that Markdown or HTML would read."""
+    parts = _CODE.split(_code(text))
     for i, part in enumerate(parts):
-        if i % 2 == 0:  # outside code spans: nothing Markdown or HTML would read as markup
+        if i % 2 == 0:
             part = part.replace("\\", "\\\\").replace("*", "\\*").replace("_", "\\_")
             part = part.replace("<", "&lt;").replace(">", "&gt;")
         parts[i] = part.replace("|", "\\|")
@@ -45,15 +49,17 @@ def _markdown(text: str) -> str:
 
 
 def summary(docstring: str | None) -> str:
-    """The first sentence of the docstring's first paragraph, on one line (empty without a docstring)."""
+    """The first sentence of the docstring's first paragraph, on one line, inline code as Markdown code spans
+    (empty without a docstring). A sentence over MAX_SUMMARY characters is cut at a word boundary outside code."""
     if not docstring or not docstring.strip():
         return ""
     paragraph = " ".join(docstring.strip().split("\n\n", 1)[0].split())
-    sentence = _SENTENCE_END.split(paragraph, 1)[0]
+    sentence = _code(_SENTENCE_END.split(paragraph, 1)[0])
     if len(sentence) > MAX_SUMMARY:
-        sentence = sentence[:MAX_SUMMARY].rsplit(" ", 1)[0].rstrip(",;:—-– ") + " …"
-    if sentence.count("``") % 2 or (sentence.count("`") - 2 * sentence.count("``")) % 2:
-        sentence = sentence.replace("`", "")  # a code span cut in half: drop the markup rather than break the page
+        cut = sentence[:MAX_SUMMARY]
+        if cut.count("`") % 2:  # inside a code span: cut before it
+            cut = cut[: cut.rindex("`")]
+        sentence = cut.rsplit(" ", 1)[0].rstrip(",;:—-– ") + " …"
     return sentence
 
 

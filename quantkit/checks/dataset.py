@@ -138,15 +138,15 @@ def _closest(name: str, columns: list[str]) -> str:
 @check("data.files", stage="data")
 def check_parse(ctx: CheckContext) -> list[Problem]:
     """Every dataset file parses and has rows (Hub datasets: the builder info is reachable)."""
-    return [p for key, ds in _used_entries(ctx) for p in get_rows(ctx, key, ds).problems]
+    return [p for key, ds in used_entries(ctx) for p in get_rows(ctx, key, ds).problems]
 
 
-def _used_entries(ctx: CheckContext) -> list[tuple[str, DatasetSpec]]:
+def used_entries(ctx: CheckContext) -> list[tuple[str, DatasetSpec]]:
     """The dataset entries this run reads (calibration data only when it calibrates, trains or INC needs it)."""
     return [(k, ds) for k, ds in dataset_entries(ctx) if k != "data.calibration" or ctx.calibration_used]
 
 
-def _columns(ctx: CheckContext, ds: DatasetSpec) -> Any:
+def dataset_columns(ctx: CheckContext, ds: DatasetSpec) -> Any:
     """The task's columns of ``ds`` (the default task's when the task is unknown)."""
     from ..tasks import DEFAULT_TASK, task_for
 
@@ -158,13 +158,13 @@ def _columns(ctx: CheckContext, ds: DatasetSpec) -> Any:
 def check_columns(ctx: CheckContext) -> list[Problem]:
     """The text and label columns (the spec's, or the task's defaults) exist, and text columns hold text."""
     problems: list[Problem] = []
-    for key, ds in _used_entries(ctx):
+    for key, ds in used_entries(ctx):
         view = get_rows(ctx, key, ds).value
         if view is None or not view.columns:
             continue
         cols = view.columns
         listing = ", ".join(cols)
-        task, columns = _columns(ctx, ds)
+        task, columns = dataset_columns(ctx, ds)
         for i, col in enumerate(columns.text):
             if col not in cols:
                 problems.append(error(f"{key}.text_columns.{i}", f"column {col!r} not in {view.path} "
@@ -262,8 +262,8 @@ def check_labels(ctx: CheckContext) -> list[Problem]:
     if config is None:
         return []
     problems: list[Problem] = []
-    for key, ds in _used_entries(ctx):  # quantize reads the labels of every dataset it loads, calibration too
-        task, columns = _columns(ctx, ds)
+    for key, ds in used_entries(ctx):  # quantize reads the labels of every dataset it loads, calibration too
+        task, columns = dataset_columns(ctx, ds)
         view = get_rows(ctx, key, ds).value
         if view is None or any(c not in view.columns for c in (*columns.text, columns.label) if c):
             continue
@@ -398,7 +398,7 @@ def tokenized_sample(ctx: CheckContext) -> Memo:
         limit = getattr(tok, "model_max_length", None)
         if isinstance(limit, int) and 0 < limit < max_length:
             max_length = limit  # too long a max_length is data.max_length's problem, not the pipeline's
-        task, columns = _columns(ctx, ds)
+        task, columns = dataset_columns(ctx, ds)
         if view is not None and view.table is not None and all(c in view.columns for c in columns.text):
             n = min(PROBE_ROWS, view.num_rows)
             rows = {c: view.column(c, n) for c in columns.text}

@@ -11,7 +11,7 @@ import codecs
 from pathlib import Path
 
 from .base import CheckContext, Problem, check, error, warning
-from .dataset import _columns, _used_entries, get_rows, rows_used
+from .dataset import dataset_columns, used_entries, get_rows, rows_used
 
 __all__ = ["LONG_TEXT_CHARS", "utf8_problem", "check_encoding", "check_texts", "check_data_sizes"]
 
@@ -45,7 +45,7 @@ def utf8_problem(path: Path, chunk: int = 1 << 20) -> str | None:
 def check_encoding(ctx: CheckContext) -> list[Problem]:
     """Local text files (.csv, .json, .jsonl) are UTF-8, as the dataset loader reads them."""
     problems: list[Problem] = []
-    for key, ds in _used_entries(ctx):
+    for key, ds in used_entries(ctx):
         path = Path(ds.path)
         if not ds.is_local or ds.file_format not in ("csv", "json") or not path.is_file():
             continue
@@ -59,12 +59,12 @@ def check_encoding(ctx: CheckContext) -> list[Problem]:
 def check_texts(ctx: CheckContext) -> list[Problem]:
     """Text columns are not all empty, and hold no texts so long that tokenizing them dominates the run."""
     problems: list[Problem] = []
-    for key, ds in _used_entries(ctx):
+    for key, ds in used_entries(ctx):
         view = get_rows(ctx, key, ds).value
         if view is None or view.table is None:
             continue
         stop = ds.limit if (ds.limit is not None and not ds.shuffle) else None
-        task, columns = _columns(ctx, ds)
+        task, columns = dataset_columns(ctx, ds)
         for i, col in enumerate(columns.text):
             if col not in view.columns:
                 continue  # data.columns reports it
@@ -94,7 +94,7 @@ def check_data_sizes(ctx: CheckContext) -> list[Problem]:
     """The calibration set fills at least one calibration batch; the evaluation set is big enough to score."""
     spec = ctx.spec
     problems: list[Problem] = []
-    for key, ds in _used_entries(ctx):
+    for key, ds in used_entries(ctx):
         view = get_rows(ctx, key, ds).value
         if view is None or not view.num_rows:
             continue

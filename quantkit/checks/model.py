@@ -108,11 +108,11 @@ def get_task(ctx: CheckContext) -> Memo:
         if config is None:
             return Memo(None)
         from ..errors import SpecError
-        from ..models import _canonical_task, infer_task
+        from ..models import canonical_model_task, infer_task
 
         if ctx.spec.model.task:
             try:
-                return Memo(_canonical_task(ctx.spec.model.task))
+                return Memo(canonical_model_task(ctx.spec.model.task))
             except SpecError as exc:
                 return Memo(None, [error("model.task", exc.issues[0].message if exc.issues else str(exc))])
         try:

@@ -97,7 +97,7 @@ class RayExecutor(Executor):
                          configure_logging=False)
             except Exception as exc:  # noqa: BLE001 - ConnectionError, RuntimeError, ValueError ... from Ray
                 raise ExecutorError(f"cannot connect to the Ray cluster at {shown}: {exc}",
-                                    hint="start one with `ray start --head` (see the README's Ray section), set "
+                                    hint="start one with `ray start --head` (see docs/ray.md), set "
                                     "tuning.executor.address / RAY_ADDRESS, or use the local executor; a cluster "
                                     "with token authentication (Ray's default) needs RAY_AUTH_MODE=token and its "
                                     "token here") from None

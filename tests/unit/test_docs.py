@@ -202,6 +202,7 @@ def test_module_map_is_deterministic_and_reads_docstrings_only(tmp_path):
         "quantkit/sub/__init__.py": '"""A subpackage, see :class:`~quantkit.sub.b.Thing` and ``code | pipe``."""\n',
         "quantkit/sub/b.py": '"""B: uses :mod:`quantkit.sub` and a * star and <tag>."""\n',
         "quantkit/sub/deep/c.py": '"""' + "word " * 80 + '"""\n',
+        "quantkit/sub/d.py": '"""' + "word " * 38 + ':func:`quantkit.sub.a_function_whose_name_crosses_the_cut` end."""\n',
     }
     pages = []
     for order in (sorted(sources), sorted(sources, reverse=True)):
@@ -223,6 +224,8 @@ def test_module_map_is_deterministic_and_reads_docstrings_only(tmp_path):
     assert "| `quantkit.sub.b` | B: uses `quantkit.sub` and a \\* star and &lt;tag&gt;. |" in text
     deep = next(line for line in text.splitlines() if line.startswith("| `quantkit.sub.deep.c` |"))
     assert deep.endswith(" … |") and len(deep) < mm.MAX_SUMMARY + 40  # grouped under quantkit.sub, cut short
+    cut = next(line for line in text.splitlines() if line.startswith("| `quantkit.sub.d` |"))
+    assert cut.endswith("word … |") and cut.count("`") == 2, cut  # never a code span cut in half
 
 
 def test_module_map_check_mode(tmp_path):
