@@ -170,6 +170,7 @@ def _run(config: Path, model: str | None, output: Path | None, overwrite: bool, 
          check: bool = True, reset_trials: bool = False, executor: str | None = None) -> None:
     try:
         from .quantizer import Quantizer
+        from .specio import with_overrides
 
         spec = _load(config, model)
         if executor is not None:  # --executor: where trials (and evaluation shards) run

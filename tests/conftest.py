@@ -168,12 +168,6 @@ def spec_text(tiny_model_dir: Path, tiny_data_dir: Path) -> Callable[..., str]:
     return build
 
 
-@pytest.fixture
-def tiny_spec_text(spec_text: Callable[..., str]) -> str:
-    """``spec_text()``, kept for existing callers: prefer ``spec_text(**overrides)`` to editing this text."""
-    return spec_text()
-
-
 @pytest.hookimpl(trylast=True)  # after -m deselection: only what will run counts
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Integration tests need ../shared, ``optimum`` tests need optimum-onnx: fail loudly (never skip
