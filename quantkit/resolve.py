@@ -27,7 +27,7 @@ from .tasks import Task, get_task, task_for, task_names
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Run", "resolve_run", "bind_task", "spec_rule_issues", "config_issues", "calibration_used",
+__all__ = ["Run", "resolve_run", "bind_task", "spec_rule_issues", "config_issues", "label_issue", "calibration_used",
            "static_used", "search_routes", "search_backends"]
 
 Issue = tuple[str, str]
@@ -75,6 +75,19 @@ def config_issues(config: Any) -> list[Issue]:
     return backend_class(config.backend).config_issues(config)
 
 
+def label_issue(metric: str, needs_labels: bool, labelled: bool) -> Issue | None:
+    """The one rule on labels: a metric that needs references needs a label column in the evaluation data."""
+    if needs_labels and not labelled:
+        return ("data.evaluation.label_column", f"metric {metric!r} needs labels (references); set a label column "
+                                                "or use metric: agreement")
+    return None
+
+
+def label_free_metrics() -> set[str]:
+    """Metrics computed against the FP32 model's outputs, needing no labels (as the tasks define them)."""
+    return {m for name in task_names() for m, info in get_task(name).metrics.items() if not info.needs_labels}
+
+
 def _task_issues(spec: QuantizationSpec, task: Any) -> list[Issue]:
     """A task's rules on the spec: its metrics, its text column count, QAT. ``task``: a Task class or object."""
     issues: list[Issue] = []
@@ -99,6 +112,10 @@ def spec_rule_issues(spec: QuantizationSpec) -> list[Issue]:
     """Every rule that needs a registry, checked on a schema-valid spec: [(key path, message)]."""
     issues = config_issues(spec.quantization)
     q = spec.quantization
+    metric = spec.evaluation.metric
+    if metric is not None and spec.data.evaluation.label_column is None:
+        issue = label_issue(metric, metric not in label_free_metrics(), labelled=False)
+        issues += [issue] if issue else []
     if q.backend in BACKENDS and not backend_class(q.backend).optimizes_graph and spec.export.optimize not in (
             "auto", "none"):
         issues.append(("export.optimize", f"{spec.export.optimize!r} optimizes the ONNX graph before ONNX Runtime "
@@ -153,9 +170,8 @@ def bind_task(spec: QuantizationSpec, loaded: LoadedModel) -> tuple[Quantization
         raise SpecError([SpecIssue(None, "evaluation.metric", problem)])
     labelled = task.columns(spec.data.evaluation).label is not None
     metric = spec.evaluation.metric or task.default_metric(labelled)
-    if task.metrics[metric].needs_labels and not labelled:
-        raise SpecError([SpecIssue(None, "data.evaluation.label_column", f"metric {metric!r} needs "
-                                   "references; set a label column or use metric: agreement")])
+    if issue := label_issue(metric, task.metrics[metric].needs_labels, labelled):
+        raise SpecError([SpecIssue(None, *issue)])
     if issues := [i for i in _task_issues(spec, task) if i[0] == "quantization.approach"]:
         raise SpecError([SpecIssue(None, *issues[0])])
     return spec.model_copy(update={

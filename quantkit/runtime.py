@@ -73,7 +73,7 @@ class Runtime:
         import onnxruntime as ort
         from transformers import AutoConfig, AutoTokenizer
 
-        from .evaluation import default_threads
+        from .latency import default_threads
         from .tasks import infer_task_from_architectures, task_for
 
         self.folder = Path(folder)

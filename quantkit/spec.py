@@ -44,7 +44,6 @@ __all__ = [
     "looks_local",
     "searchable_fields",
     "DATA_FILE_FORMATS",
-    "LABEL_FREE_METRICS",
     "METRICS_HIGHER_IS_BETTER",
 ]
 
@@ -75,8 +74,6 @@ MetricName = Literal[
     "accuracy", "f1", "precision", "recall", "matthews_correlation", "pearson", "spearman", "agreement",
     "exact_match", "cosine",
 ]
-#: Metrics computed without labels (against the FP32 model's outputs).
-LABEL_FREE_METRICS = ("agreement", "cosine")
 
 
 class _Spec(BaseModel):
@@ -613,11 +610,6 @@ class QuantizationSpec(_Spec):
                 "data.calibration",
                 "required when quantization.approach is static or tuning.space tries it "
                 "(a dataset to compute activation ranges)",
-            )
-        if self.evaluation.metric not in (None, *LABEL_FREE_METRICS) and self.data.evaluation.label_column is None:
-            raise KeyedError(
-                "data.evaluation.label_column",
-                f"metric {self.evaluation.metric!r} needs labels; set a label column or use metric: agreement",
             )
         stride = self.task_options.doc_stride
         if stride is not None and stride * 2 > self.data.max_length:

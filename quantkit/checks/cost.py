@@ -35,7 +35,7 @@ __all__ = ["calibrated_floats_per_token", "calibration_memory", "forward_flops",
 
 GB = 2**30
 MB = 2**20
-#: Seconds to start a fresh latency-measurement process (``python -m quantkit.evaluation``).
+#: Seconds to start a fresh latency-measurement process (``python -m quantkit.latency``).
 PROCESS_START_S = 3.0
 #: Parallel efficiency of ONNX Runtime's intra-op threads over the single-thread probe.
 THREAD_EFFICIENCY = 0.85
@@ -350,7 +350,7 @@ def check_duration(ctx: CheckContext) -> list[Problem]:
         return []
     spec = ctx.spec
     seq = spec.data.max_length
-    from ..evaluation import default_threads
+    from ..latency import default_threads
 
     threads = spec.evaluation.latency.threads or default_threads()
     rate = probe["fp32_gflops"] * 1e9 * max(1.0, threads * THREAD_EFFICIENCY)  # FLOP/s of the whole run

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..resolve import label_issue
 from ..spec import DatasetSpec
 from .base import CheckContext, Memo, Problem, check, error, warning
 from .files import dataset_entries
@@ -367,9 +368,8 @@ def check_metric(ctx: CheckContext) -> list[Problem]:
         problems.append(error(key, problem, f"set evaluation.metric to one of {', '.join(task.metrics)} "
                               f"(the {task.name} metrics), or leave it out for {task.default_metric()}"))
         return problems
-    if task.metrics[metric].needs_labels and columns.label is None:
-        problems.append(error("data.evaluation.label_column", f"metric {metric!r} needs references but the "
-                              "evaluation data has no label column", "set label_column, or use metric: agreement"))
+    if issue := label_issue(metric, task.metrics[metric].needs_labels, columns.label is not None):
+        problems.append(error(*issue, "set label_column, or use metric: agreement"))
     view = get_rows(ctx, "data.evaluation", ds).value
     if (task.class_labels and view is not None and view.table is not None and columns.label in view.columns
             and metric in ("f1", "precision", "recall", "matthews_correlation")):
