@@ -23,6 +23,7 @@ from typing import Any
 
 import yaml
 
+from .errors import ArtifactError
 from .latency import timing_card_lines
 
 logger = logging.getLogger(__name__)
@@ -365,12 +366,15 @@ def _task(report: dict[str, Any]) -> Any:
     """The report's task, bound to what the report says of it (pooling of a sentence encoder)."""
     from types import SimpleNamespace
 
-    from .tasks import DEFAULT_TASK, task_for
+    from .tasks import task_for
 
+    name = (report.get("model") or {}).get("task")
+    if not name:
+        raise ArtifactError("the report has no model.task: not a report quantkit wrote (every run records its task)")
     section = report.get("task") or {}
     options = SimpleNamespace(pooling=section.get("pooling", "auto"),
                               normalize={True: "true", False: "false"}.get(section.get("normalize"), "auto"))
-    return task_for(report.get("model", {}).get("task") or DEFAULT_TASK, options=options)
+    return task_for(name, options=options)
 
 
 def _usage_section(report: dict[str, Any], repo_id: str) -> list[str]:

@@ -20,7 +20,7 @@ from ..resolve import label_issue
 from ..spec import DatasetSpec
 from .base import CheckContext, Memo, Problem, check, error, warning
 from .files import dataset_entries
-from .model import get_config, get_task_object, get_tokenizer, max_positions, relative_positions
+from .model import get_config, get_task, get_task_object, get_tokenizer, max_positions, relative_positions
 
 __all__ = ["TableView", "get_rows", "rows_used", "tokenized_sample"]
 
@@ -148,10 +148,20 @@ def used_entries(ctx: CheckContext) -> list[tuple[str, DatasetSpec]]:
 
 
 def dataset_columns(ctx: CheckContext, ds: DatasetSpec) -> Any:
-    """The task's columns of ``ds`` (the default task's when the task is unknown)."""
-    from ..tasks import DEFAULT_TASK, task_for
+    """The task's columns of ``ds``: (task, columns), the task bound to the model, else the named task unbound;
+    (None, None) when no task is known (the model checks say why)."""
+    from ..errors import RegistryError
+    from ..tasks import canonical_task, task_for
 
-    task = get_task_object(ctx).value or task_for(DEFAULT_TASK)
+    task = get_task_object(ctx).value
+    if task is None:
+        name = get_task(ctx).value or ctx.spec.model.task
+        try:
+            task = task_for(canonical_task(name)) if name else None
+        except RegistryError:
+            task = None
+    if task is None:
+        return None, None
     return task, task.columns(ds)
 
 
@@ -166,6 +176,8 @@ def check_columns(ctx: CheckContext) -> list[Problem]:
         cols = view.columns
         listing = ", ".join(cols)
         task, columns = dataset_columns(ctx, ds)
+        if task is None:
+            continue
         for i, col in enumerate(columns.text):
             if col not in cols:
                 problems.append(error(f"{key}.text_columns.{i}", f"column {col!r} not in {view.path} "
@@ -266,7 +278,7 @@ def check_labels(ctx: CheckContext) -> list[Problem]:
     for key, ds in used_entries(ctx):  # quantize reads the labels of every dataset it loads, calibration too
         task, columns = dataset_columns(ctx, ds)
         view = get_rows(ctx, key, ds).value
-        if view is None or any(c not in view.columns for c in (*columns.text, columns.label) if c):
+        if task is None or view is None or any(c not in view.columns for c in (*columns.text, columns.label) if c):
             continue
         if task.class_labels and columns.label is not None:
             problems += _label_problems(key, view, ds.model_copy(update={"label_column": columns.label}), config)
@@ -399,7 +411,7 @@ def tokenized_sample(ctx: CheckContext) -> Memo:
         if isinstance(limit, int) and 0 < limit < max_length:
             max_length = limit  # too long a max_length is data.max_length's problem, not the pipeline's
         task, columns = dataset_columns(ctx, ds)
-        if view is not None and view.table is not None and all(c in view.columns for c in columns.text):
+        if task is not None and view is not None and view.table is not None and all(c in view.columns for c in columns.text):
             n = min(PROBE_ROWS, view.num_rows)
             rows = {c: view.column(c, n) for c in columns.text}
         else:  # no readable rows: the pipeline still runs on placeholder text

@@ -65,6 +65,8 @@ def check_texts(ctx: CheckContext) -> list[Problem]:
             continue
         stop = ds.limit if (ds.limit is not None and not ds.shuffle) else None
         task, columns = dataset_columns(ctx, ds)
+        if task is None:
+            continue
         for i, col in enumerate(columns.text):
             if col not in view.columns:
                 continue  # data.columns reports it

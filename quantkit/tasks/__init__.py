@@ -17,15 +17,12 @@ from .question_answering import QuestionAnswering
 from .text_classification import TextClassification
 from .token_classification import TokenClassification
 
-__all__ = ["TASKS", "DEFAULT_TASK", "Task", "Columns", "MetricInfo", "Predictions", "RowProblem", "get_task",
+__all__ = ["TASKS", "Task", "Columns", "MetricInfo", "Predictions", "RowProblem", "get_task",
            "task_names", "canonical_task", "infer_task_from_architectures", "task_for", "all_metric_names"]
 
 TASKS: Registry[type[Task]] = Registry("task")
 for _cls in (TextClassification, TokenClassification, FeatureExtraction, QuestionAnswering):
     TASKS.register(_cls.name)(_cls)
-
-#: The task assumed where none is known (a report or a pre-flight check without one): a sequence classifier.
-DEFAULT_TASK = TextClassification.name
 
 _ALIASES = {alias: cls.name for name in TASKS.names() for cls in [TASKS.get(name)] for alias in cls.aliases}
 
