@@ -29,6 +29,10 @@ from .artifacts import MODEL_FILE
 from .errors import ArtifactError, ArtifactNotFoundError, BenchmarkError
 from .latency import RuntimeStats, SubprocessTimer, default_threads, measure, speedup_warning
 from .spec import LatencySpec
+from ._version import __version__
+from .graph import model_size_bytes
+from .hardware import cpu_info
+from .hub import resolve_artifact
 
 logger = logging.getLogger(__name__)
 
@@ -297,7 +301,6 @@ def _locate(source: str | Path) -> tuple[Path, bool, str, str]:
             )
         local = local.resolve()
         return local, False, local.name, local.parent.name
-    from .hub import resolve_artifact  # a Hub repo id, or a clear "neither a folder nor a repo id"
 
     return resolve_artifact(text), False, text, ""
 
@@ -314,7 +317,6 @@ def _unique(names: list[str], parents: list[str]) -> list[str]:
 
 
 def _describe(label: str, source: str, path: Path, config_dir: Path, baseline: str | None) -> BenchmarkModel:
-    from .graph import model_size_bytes
 
     precision, onnx_vocab = _onnx_facts(path)
     config = _read_config(config_dir)
@@ -369,8 +371,6 @@ def _check_settings(threads: int | None, warmup: int, repeats: int, rounds: int)
 def _environment() -> dict[str, Any]:
     from importlib import metadata
 
-    from ._version import __version__
-    from .hardware import cpu_info
 
     try:
         ort_version = metadata.version("onnxruntime")

@@ -25,6 +25,8 @@ import yaml
 
 from .errors import ArtifactError
 from .latency import timing_card_lines
+from .spec import looks_like_repo_id
+from .tasks import task_for
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +73,6 @@ def _is_local(path: str) -> bool:
 
 
 def _hub_id(value: Any) -> str | None:
-    from .spec import looks_like_repo_id
 
     if isinstance(value, str) and value and not _is_local(value) and looks_like_repo_id(value):
         return value
@@ -366,7 +367,6 @@ def _task(report: dict[str, Any]) -> Any:
     """The report's task, bound to what the report says of it (pooling of a sentence encoder)."""
     from types import SimpleNamespace
 
-    from .tasks import task_for
 
     name = (report.get("model") or {}).get("task")
     if not name:

@@ -262,8 +262,8 @@ def resolve_quantization(config: Any, profile: HardwareProfile) -> tuple[Any, di
     """Fill the fields of ``config`` (a QuantizationConfig) the user did not set.
 
     Returns the new config and ``{field: value}`` of what was chosen. Only fields that mean
-    something for the config's backend and approach are touched: dynamic activations are
-    always uint8, ``format`` is static-only, and Intel Neural Compressor's x86 scheme is fixed.
+    something for the config's approach are touched: dynamic activations are always uint8, ``format``
+    is static-only, and a backend with a fixed scheme (``takes_hardware_defaults`` false) takes none.
     """
     if not backend_class(config.backend).takes_hardware_defaults:
         return config, {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ from .errors import ModelLoadError, SpecError, SpecIssue
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LoadedModel", "load_model", "infer_task", "exportable_tasks"]
+__all__ = ["LoadedModel", "load_model", "infer_task", "canonical_model_task", "model_folder"]
 
 
 @dataclass
@@ -56,13 +57,6 @@ def _load_config(name_or_path: str, revision: str | None, trust_remote_code: boo
         else:
             msg = f"{name_or_path}: not a local folder, and the Hub could not provide it: {exc}"
         raise ModelLoadError(msg, hint="check model.name_or_path / --model, network access and HF_TOKEN") from None
-
-
-def exportable_tasks(model_type: str, exporter: str = "auto") -> list[str]:
-    """quantkit tasks an available exporter can export for ``model_type`` (see :mod:`quantkit.export.base`)."""
-    from .export.base import exportable_tasks as _exportable
-
-    return _exportable(model_type, exporter)
 
 
 def infer_task(config: Any) -> str:
@@ -122,12 +116,15 @@ def load_model(
     task: str | None = None,
     revision: str | None = None,
     trust_remote_code: bool = False,
+    exportable: Callable[[str], list[str]] | None = None,
     **load_options: Any,
 ) -> LoadedModel:
     """Load config, model and tokenizer with the transformers Auto classes.
 
     The task is inferred from the config when not given. Safetensors weights are
-    preferred when both formats exist; remote code runs only when asked.
+    preferred when both formats exist; remote code runs only when asked. ``exportable(model_type)`` (the
+    tasks an exporter supports, :func:`quantkit.export.exportable_tasks`) refuses a task that cannot be
+    exported before any weights are read.
     """
     import transformers
     from transformers import AutoTokenizer
@@ -136,7 +133,7 @@ def load_model(
 
     config = _load_config(name_or_path, revision, trust_remote_code)
     task = canonical_model_task(task) if task else infer_task(config)
-    supported = exportable_tasks(config.model_type)
+    supported = exportable(config.model_type) if exportable is not None else []
     if supported and task not in supported:
         raise SpecError(
             [SpecIssue(None, "model.task", f"{task!r} cannot be exported for model type {config.model_type!r}; "

@@ -29,6 +29,9 @@ from typing import Any
 
 from .latency import (MIN_DECISION_ROUNDS, SubprocessTimer, Timer, default_threads, done_when_separable, measure,
                       separable)
+from .backends import backend_class
+from .fusion import PROBED_LEVELS, resolve_level
+from .hardware import cpu_info
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +74,6 @@ class ProbeCache:
 
 def cpu_fingerprint(cpu: Any | None = None) -> dict[str, Any]:
     """The CPU part of a probe key: model name, architecture and int8-relevant ISA flags."""
-    from .hardware import cpu_info
 
     cpu = cpu or cpu_info()
     return {"model": cpu.model, "arch": cpu.arch, "flags": sorted(cpu.features)}
@@ -187,8 +189,6 @@ def probe_fusion(
     """Probe ``export.optimize: auto`` (:data:`~quantkit.fusion.PROBED_LEVELS`) for ``spec``; ``build(level)`` quantizes
     the FP32 graph optimized at ``level`` and returns the int8 model. ``None`` when there is nothing
     to probe (the spec set the level, or only one level applies)."""
-    from .backends import backend_class
-    from .fusion import PROBED_LEVELS, resolve_level
 
     config = spec.quantization
     if spec.export.optimize != "auto" or not backend_class(config.backend).optimizes_graph:

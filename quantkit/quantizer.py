@@ -10,6 +10,7 @@ from typing import Any
 from .artifacts import REPORT_FILE, output_lock
 from .backends import ProgressFactory
 from .errors import HubError, ModelLoadError, SpecError, SpecIssue
+from .export import exportable_tasks
 from .latency import Timer
 from .models import LoadedModel, load_model
 from .pipeline import prepare, run_quantize, shard_executor
@@ -55,7 +56,8 @@ class Quantizer:
                 "again, start from its base model (model.name_or_path in quantkit_report.json)",
             )
         loaded = load_model(
-            str(name_or_path), task=task, revision=revision, trust_remote_code=trust_remote_code, **load_options
+            str(name_or_path), task=task, revision=revision, trust_remote_code=trust_remote_code,
+            exportable=exportable_tasks, **load_options
         )
         return cls(loaded)
 

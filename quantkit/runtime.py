@@ -50,7 +50,7 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def _task_options(folder: Path) -> Any:
     """The artifact's ``task_options`` (pooling, QA windows, ...) from its ``quantkit_spec.yaml``."""
-    from .tasks.options import TaskOptionsSpec
+    from .spec import TaskOptionsSpec
 
     spec = folder / "quantkit_spec.yaml"
     if not spec.is_file():

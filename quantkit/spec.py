@@ -16,8 +16,6 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .executors.spec import ExecutorSpec, ShardExecutorSpec
-from .tasks.options import TaskOptionsSpec
 
 __all__ = [
     "SPEC_VERSION",
@@ -37,6 +35,9 @@ __all__ = [
     "TuningSpec",
     "HubSpec",
     "TaskOptionsSpec",
+    "ExecutorSpec",
+    "ShardExecutorSpec",
+    "EXECUTOR_TYPES",
     "QuantizationSpec",
     "KeyedError",
     "validate_repo_id",
@@ -86,6 +87,90 @@ def looks_local(value: str) -> bool:
         value.startswith((".", "/", "~"))
         or Path(value).suffix.lower() in DATA_FILE_FORMATS
         or "\\" in value
+    )
+
+
+# --------------------------------------------------------------------------- executors
+#: Executor names the spec accepts (the registry in :mod:`quantkit.executors` holds the same ones).
+EXECUTOR_TYPES = ("local", "ray")
+_ADDRESS = re.compile(r"^(ray://)?[A-Za-z0-9_.\-\[\]:]+:\d{1,5}$")
+
+
+class _ExecutorBase(_Spec):
+    type: Literal["local", "ray"] = Field(
+        "local",
+        description="Where the work runs. local: in this process, one piece after another (the default); ray: as "
+        "Ray tasks on a Ray cluster (needs the `quantkit[ray]` extra).",
+    )
+    address: str | None = Field(
+        None,
+        description="ray: the cluster to use. null: RAY_ADDRESS when set, else a cluster started on this machine "
+        "with `ray start`, else a local Ray instance for this run; `auto`: a running cluster (error if none); "
+        "`local`: always a new local instance; `ray://host:10001`: Ray Client; `host:6379`: the head's GCS.",
+    )
+
+    @field_validator("address")
+    @classmethod
+    def _check_address(cls, value: str | None) -> str | None:
+        if value is None or value in ("auto", "local") or _ADDRESS.match(value):
+            return value
+        raise ValueError(f"{value!r} is not a Ray address; expected auto, local, ray://host:port or host:port")
+
+
+class ExecutorSpec(_ExecutorBase):
+    """``tuning.executor``: where the search's trials are quantized and scored."""
+
+    parallel_trials: int = Field(
+        1, ge=1, le=256,
+        description="Candidates decided at once: each batch gets the same pruning hint and its results are told in "
+        "space order, so the trials and the chosen config do not depend on the executor (the local executor runs a "
+        "batch one trial after another). 1 = today's one-at-a-time search.",
+    )
+    cpus_per_trial: float = Field(
+        1.0, gt=0, le=1024,
+        description="ray: CPUs reserved for each trial's quantization and scoring on a worker (ONNX Runtime uses "
+        "that many threads there). Latency is never measured on a worker: the driver times every candidate after "
+        "the batch's accuracy work has finished.",
+    )
+
+
+class ShardExecutorSpec(_ExecutorBase):
+    """``evaluation.executor``: where the shards of a sharded evaluation (``evaluation.shards``) run."""
+
+    cpus_per_shard: float = Field(
+        1.0, gt=0, le=1024,
+        description="ray: CPUs reserved for each shard (ONNX Runtime uses that many threads there).",
+    )
+
+
+# --------------------------------------------------------------------------- task options
+class TaskOptionsSpec(_Spec):
+    """Task-specific settings (spec key ``task_options``); each field names the task that reads it."""
+
+    pooling: Literal["auto", "mean", "cls", "max", "mean_sqrt_len", "lasttoken"] = Field(
+        "auto",
+        description="feature-extraction: how token embeddings become the sentence embedding; auto reads the "
+        "sentence-transformers folder (1_Pooling/config.json), mean when there is none.",
+    )
+    normalize: Literal["auto", "true", "false"] = Field(
+        "auto", description="feature-extraction: L2-normalise embeddings; auto: when modules.json lists Normalize."
+    )
+    entity_mode: Literal["strict", "conlleval"] = Field(
+        "strict",
+        description="token-classification: entity matching. strict: seqeval mode='strict' with IOB2 (an I- tag "
+        "without its B- starts no entity); conlleval: seqeval's default (it does).",
+    )
+    doc_stride: int | None = Field(
+        None, ge=1, description="question-answering: tokens of overlap between the windows of a long context "
+        "(at most half of data.max_length); default: 128, or a quarter of data.max_length when that is smaller.",
+    )
+    max_answer_length: int = Field(30, ge=1, description="question-answering: longest answer span, in tokens.")
+    n_best: int = Field(20, ge=1, description="question-answering: start/end candidates per window.")
+    version_2_with_negative: bool = Field(
+        False, description="question-answering: SQuAD v2, questions may have no answer (empty prediction)."
+    )
+    null_score_diff_threshold: float = Field(
+        0.0, description="question-answering, v2: answer nothing when the no-answer score beats the best span by more."
     )
 
 

@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..hardware import cpu_info, hardware_profile
+from ..latency import default_threads
 from ..backends import backend_class
 from ..backends.onnxruntime import chunk_batches
 from ..spec import QuantizationConfig
@@ -350,7 +352,6 @@ def check_duration(ctx: CheckContext) -> list[Problem]:
         return []
     spec = ctx.spec
     seq = spec.data.max_length
-    from ..latency import default_threads
 
     threads = spec.evaluation.latency.threads or default_threads()
     rate = probe["fp32_gflops"] * 1e9 * max(1.0, threads * THREAD_EFFICIENCY)  # FLOP/s of the whole run
@@ -409,7 +410,6 @@ def check_duration(ctx: CheckContext) -> list[Problem]:
 @check("cost.int8", stage="cost")
 def check_int8_speed(ctx: CheckContext) -> list[Problem]:
     """Whether int8 is expected to be faster than FP32 on this CPU (ISA detection + the timed probe)."""
-    from ..hardware import cpu_info
 
     cpu = cpu_info()
     probe = _probe(ctx)
@@ -436,10 +436,6 @@ def check_int8_speed(ctx: CheckContext) -> list[Problem]:
 
 def _target_outlook(ctx: CheckContext) -> str | None:
     """The hardware target's int8 outlook (``quantkit.hardware.hardware_profile``, issue #5) when it exists."""
-    try:
-        from ..hardware import hardware_profile  # type: ignore[attr-defined]
-    except ImportError:  # a quantkit without hardware targets: the probe alone decides
-        return None
     try:
         profile = hardware_profile(getattr(ctx.spec, "hardware", "auto"))
         return profile.int8_outlook(ctx.spec.quantization.approach)

@@ -16,6 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..data import encode
+from ..errors import RegistryError
+from ..tasks import canonical_task, task_for
 from ..resolve import label_issue
 from ..spec import DatasetSpec
 from .base import CheckContext, Memo, Problem, check, error, warning
@@ -150,8 +153,6 @@ def used_entries(ctx: CheckContext) -> list[tuple[str, DatasetSpec]]:
 def dataset_columns(ctx: CheckContext, ds: DatasetSpec) -> Any:
     """The task's columns of ``ds``: (task, columns), the task bound to the model, else the named task unbound;
     (None, None) when no task is known (the model checks say why)."""
-    from ..errors import RegistryError
-    from ..tasks import canonical_task, task_for
 
     task = get_task_object(ctx).value
     if task is None:
@@ -404,7 +405,6 @@ def tokenized_sample(ctx: CheckContext) -> Memo:
         view = get_rows(ctx, "data.evaluation", ds).value
         if tok is None:
             return Memo(None)
-        from ..data import encode
 
         max_length = ctx.spec.data.max_length
         limit = getattr(tok, "model_max_length", None)

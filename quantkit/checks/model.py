@@ -8,6 +8,11 @@ import struct
 from pathlib import Path
 from typing import Any
 
+from ..errors import SpecError
+from ..export import base as export_base
+from ..families import family_of
+from ..models import canonical_model_task, infer_task, model_folder
+from ..tasks import task_for, task_names
 from .base import CheckContext, Memo, Problem, check, error, warning
 from .files import is_local_model, weight_files
 
@@ -85,8 +90,6 @@ def get_task_object(ctx: CheckContext) -> Memo:
         name, config = get_task(ctx).value, get_config(ctx).value
         if name is None or config is None:
             return Memo(None)
-        from ..models import model_folder
-        from ..tasks import task_for, task_names
 
         if name not in task_names():
             return Memo(None)
@@ -107,8 +110,6 @@ def get_task(ctx: CheckContext) -> Memo:
         config = get_config(ctx).value
         if config is None:
             return Memo(None)
-        from ..errors import SpecError
-        from ..models import canonical_model_task, infer_task
 
         if ctx.spec.model.task:
             try:
@@ -189,7 +190,6 @@ def max_positions(config: Any) -> int | None:
     for name in ("max_position_embeddings", "n_positions", "max_seq_len", "max_sequence_length"):
         v = getattr(config, name, None)
         if isinstance(v, int) and v > 0:
-            from ..families import family_of
 
             family = family_of(getattr(config, "model_type", None))
             if getattr(config, "model_type", None) in _OFFSET_POSITIONS or (family and family.position_offset):
@@ -293,9 +293,6 @@ def check_task(ctx: CheckContext) -> list[Problem]:
     task, config = memo.value, get_config(ctx).value
     if task is None or config is None:
         return problems
-    from ..export import base as export_base
-    from ..models import exportable_tasks
-    from ..tasks import task_names
 
     model_type = getattr(config, "model_type", None) or "?"
     choice = ctx.spec.export.exporter
@@ -306,7 +303,7 @@ def check_task(ctx: CheckContext) -> list[Problem]:
             "(bash scripts/setup.sh --stack optimum)",
         ))
         return problems
-    supported = exportable_tasks(model_type, choice)
+    supported = export_base.exportable_tasks(model_type, choice)
     if not supported:
         either = ("neither quantkit's exporter nor optimum-onnx supports it" if export_base.optimum_onnx_available()
                   else "quantkit's exporter does not support it (optimum-onnx is not installed)")
@@ -327,8 +324,6 @@ def check_task(ctx: CheckContext) -> list[Problem]:
                               f"{', '.join(task_names())} models",
                               "use a classifier, tagger, sentence encoder or extractive QA model"))
     if ctx.spec.model.task and ctx.loaded is None:
-        from ..errors import SpecError
-        from ..models import infer_task
 
         try:
             head = infer_task(config)

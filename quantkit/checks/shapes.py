@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from ..export import resolve_exporter
+from ..export.torchscript import graph_inputs, model_class
 from ..spec import QuantizationSpec
 from .base import CheckContext, Memo, Problem, check, error, warning
 from .dataset import get_rows, rows_used, tokenized_sample
@@ -36,13 +38,11 @@ def get_onnx_config(ctx: CheckContext) -> Memo:
         config, task = get_config(ctx).value, get_task(ctx).value
         if config is None or task is None:
             return Memo(None)
-        from ..export import resolve_exporter
 
         model_type = getattr(config, "model_type", "") or ""
         exporter = resolve_exporter(ctx.spec.export.exporter, model_type, task)
         if exporter == "optimum":
             return Memo(_optimum_inputs(config, task))
-        from ..export.torchscript import graph_inputs, model_class
 
         tok = get_tokenizer(ctx).value
         cls = model_class(config, task)

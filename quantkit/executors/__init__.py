@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from .base import (EXECUTORS, Executor, JobResult, LocalExecutor, TrialJob, cpu_signature, make_executor, node_hardware,
                    use_executor)
-from .spec import EXECUTOR_TYPES, ExecutorSpec, ShardExecutorSpec
+from ..spec import EXECUTOR_TYPES, ExecutorSpec, ShardExecutorSpec
 
 __all__ = [
     "EXECUTORS",

@@ -45,7 +45,9 @@ def _owner(target: str, known: dict) -> str | None:
 def import_graph() -> dict[str, set[str]]:
     """module → the quantkit modules it imports anywhere in its body (functions and TYPE_CHECKING included).
 
-    ``from package import name`` counts as importing ``package.name`` when that is a module, else ``package``.
+    ``from package import name`` counts as importing ``package.name`` when that is a module, else ``package``;
+    importing a module also imports the packages above it (their ``__init__`` runs first), except the
+    importer's own packages and the root ``quantkit`` (which imports only errors and the version).
     """
     known = modules()
     edges: dict[str, set[str]] = defaultdict(set)
@@ -61,8 +63,10 @@ def import_graph() -> dict[str, set[str]]:
                 targets = [f"{module}.{a.name}" if f"{module}.{a.name}" in known else module for a in node.names]
             for target in targets:
                 owner = _owner(target, known) if target.startswith("quantkit") else None
-                if owner is not None and owner != name:
-                    edges[name].add(owner)
+                while owner is not None and owner != "quantkit":  # importing a.b.c runs a/__init__ and a/b/__init__
+                    if owner != name and not name.startswith(owner + "."):
+                        edges[name].add(owner)
+                    owner = owner.rpartition(".")[0]
     return edges
 
 

@@ -282,7 +282,7 @@ def qa_setup(models, datasets, tmp_path):
     from quantkit.models import load_model
     from quantkit.spec import DatasetSpec, ExportSpec
     from quantkit.tasks import task_for
-    from quantkit.tasks.options import TaskOptionsSpec
+    from quantkit.spec import TaskOptionsSpec
 
     loaded = load_model(str(models["question-answering"]), task="question-answering")
     fp32 = export_onnx(loaded, tmp_path / "qa-onnx", ExportSpec())
