@@ -49,7 +49,7 @@ def test_sentence_embeddings_on_stsb(minilm_embeddings, tmp_path):
                              max_length=128, padding="longest")
     fp32 = OnnxRunner(result.output_dir / "fp32" / "model.onnx").run(data, 64, task).values
     int8 = OnnxRunner(result.model_path).run(data, 64, task).values
-    assert q.task.agreement(fp32, int8) >= 0.99
+    assert task.agreement(fp32, int8) >= 0.99
     assert result.report["task"]["pooling"] == "mean" and result.report["task"]["normalize"] is True
 
 

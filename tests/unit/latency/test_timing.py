@@ -274,7 +274,8 @@ def test_report_card_and_cli_show_the_warning():
 
     timed = side_by_side({"fp32": "f", "int8": "i"}, LatencySpec(rounds=3), baseline="fp32",
                          timer=FakeTimer({"fp32": [100], "int8": [70, 130, 95]}))
-    report = add_timing({"result": {}, "fp32": {}, "quantized": {}}, timed, None)
+    report = add_timing({"model": {"task": "text-classification"}, "result": {}, "fp32": {}, "quantized": {}}, timed,
+                        None)
     assert report["result"]["latency_ratio_p50"] == pytest.approx(0.95)
     assert report["timing"]["round_ms"]["int8"][:3] == [70.0, 130.0, 95.0]
     assert timing_warnings(report) == timed.warnings and timed.warnings
