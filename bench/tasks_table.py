@@ -90,7 +90,7 @@ def run_task(name: str, work: Path, rounds: int, repeats: int, tune: bool, threa
         paths["quantkit tuned"] = tuned.model_path
         configs["quantkit tuned"] = _describe(tuned.report)
     # score every model with the task's own metric on the same encoded data
-    task = q.task
+    task = q.task_for(ev)
     spec = default.report["spec"]
     data = load_text_dataset(ev.data.evaluation, q.loaded.tokenizer, task, key="data.evaluation",
                              max_length=ev.data.max_length, padding=ev.data.padding)
