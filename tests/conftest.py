@@ -168,6 +168,18 @@ def spec_text(tiny_model_dir: Path, tiny_data_dir: Path) -> Callable[..., str]:
     return build
 
 
+@pytest.fixture(scope="session")
+def spec_model(tiny_model_dir: Path, tiny_data_dir: Path) -> Callable[..., Any]:
+    """``spec_model(**overrides)``: :func:`tiny_spec` validated by the schema alone (a ``QuantizationSpec``; the
+    registry rules of :mod:`quantkit.resolve` are left to the test)."""
+    from quantkit.spec import QuantizationSpec
+
+    def build(**overrides: Any) -> QuantizationSpec:
+        return QuantizationSpec.model_validate(tiny_spec(tiny_model_dir, tiny_data_dir, **overrides))
+
+    return build
+
+
 @pytest.hookimpl(trylast=True)  # after -m deselection: only what will run counts
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Integration tests need ../shared, ``optimum`` tests need optimum-onnx: fail loudly (never skip

@@ -12,15 +12,6 @@ from conftest import DROP, tiny_spec, write_spec
 from quantkit.errors import OutputExistsError, SpecError
 from quantkit.pipeline import Job, load_data, prepare, progress_factory
 from quantkit.resolve import resolve_run
-from quantkit.spec import QuantizationSpec
-
-
-@pytest.fixture
-def make(tiny_model_dir, tiny_data_dir):
-    def build(**overrides) -> QuantizationSpec:
-        return QuantizationSpec.model_validate(tiny_spec(tiny_model_dir, tiny_data_dir, **overrides))
-
-    return build
 
 
 def test_progress_factory() -> None:
@@ -35,8 +26,8 @@ def test_progress_factory() -> None:
     assert bar.n == 3
 
 
-def test_job_laps_time_each_stage(make, tiny_loaded, tmp_path) -> None:
-    job = Job(run=resolve_run(make(), tiny_loaded), target=tmp_path / "out", overwrite=False)
+def test_job_laps_time_each_stage(spec_model, tiny_loaded, tmp_path) -> None:
+    job = Job(run=resolve_run(spec_model(), tiny_loaded), target=tmp_path / "out", overwrite=False)
     job.mark()
     time.sleep(0.02)
     job.lap("a_s")
@@ -45,13 +36,13 @@ def test_job_laps_time_each_stage(make, tiny_loaded, tmp_path) -> None:
     assert job.spec is job.run.spec and job.probe is None and job.timer is None
 
 
-def test_load_data_reads_calibration_only_when_the_run_calibrates(make, tiny_loaded) -> None:
-    evaluation, calibration = load_data(resolve_run(make(), tiny_loaded))
+def test_load_data_reads_calibration_only_when_the_run_calibrates(spec_model, tiny_loaded) -> None:
+    evaluation, calibration = load_data(resolve_run(spec_model(), tiny_loaded))
     assert len(evaluation) > 0 and calibration is not None and len(calibration) > 0
     assert evaluation.max_length == 32
-    _, none = load_data(resolve_run(make(**{"quantization.approach": "dynamic"}), tiny_loaded))
+    _, none = load_data(resolve_run(spec_model(**{"quantization.approach": "dynamic"}), tiny_loaded))
     assert none is None
-    inc = make(**{"quantization": {"backend": "neural-compressor", "approach": "dynamic"}})
+    inc = spec_model(**{"quantization": {"backend": "neural-compressor", "approach": "dynamic"}})
     _, forward = load_data(resolve_run(inc, tiny_loaded))
     assert forward is not None and len(forward) > 0
 

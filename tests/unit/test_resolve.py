@@ -23,17 +23,8 @@ from quantkit.resolve import (
     spec_rule_issues,
     static_used,
 )
-from quantkit.spec import QuantizationConfig, QuantizationSpec
+from quantkit.spec import QuantizationConfig
 from quantkit.specio import parse_spec
-
-
-@pytest.fixture
-def make(tiny_model_dir, tiny_data_dir):
-    """``make(**overrides)``: the common tiny spec (static ORT, calibration data) validated by the schema only."""
-    def build(**overrides) -> QuantizationSpec:
-        return QuantizationSpec.model_validate(tiny_spec(tiny_model_dir, tiny_data_dir, **overrides))
-
-    return build
 
 
 # --------------------------------------------------------------------------- the backends' facts
@@ -70,40 +61,40 @@ def test_a_config_every_backend_can_run_has_no_issues() -> None:
 
 
 # --------------------------------------------------------------------------- spec rules
-def test_graph_optimization_needs_a_backend_that_quantizes_the_graph(make) -> None:
-    spec = make(**{"quantization.backend": "neural-compressor", "export.optimize": "transformer"})
+def test_graph_optimization_needs_a_backend_that_quantizes_the_graph(spec_model) -> None:
+    spec = spec_model(**{"quantization.backend": "neural-compressor", "export.optimize": "transformer"})
     assert [k for k, _ in spec_rule_issues(spec)] == ["export.optimize"]
-    assert spec_rule_issues(make(**{"export.optimize": "transformer"})) == []
-    searched = make(tuning={"space": {"backend": ["onnxruntime", "neural-compressor"],
+    assert spec_rule_issues(spec_model(**{"export.optimize": "transformer"})) == []
+    searched = spec_model(tuning={"space": {"backend": ["onnxruntime", "neural-compressor"],
                                       "export.optimize": ["none", "transformer"]}})
     (issue,) = spec_rule_issues(searched)
     assert issue[0] == "tuning.space.export.optimize" and "neural-compressor" in issue[1]
 
 
-def test_task_rules_on_a_named_task(make) -> None:
-    assert [k for k, _ in spec_rule_issues(make(**{"model.task": "summarization"}))] == ["model.task"]
-    wrong_metric = make(**{"model.task": "question-answering", "evaluation.metric": "spearman"})
+def test_task_rules_on_a_named_task(spec_model) -> None:
+    assert [k for k, _ in spec_rule_issues(spec_model(**{"model.task": "summarization"}))] == ["model.task"]
+    wrong_metric = spec_model(**{"model.task": "question-answering", "evaluation.metric": "spearman"})
     assert [k for k, _ in spec_rule_issues(wrong_metric)] == ["evaluation.metric"]
-    three = make(**{"model.task": "token-classification", "evaluation.metric": "f1",
+    three = spec_model(**{"model.task": "token-classification", "evaluation.metric": "f1",
                     "data.evaluation.text_columns": ["a", "b"]})
     assert [k for k, _ in spec_rule_issues(three)] == ["data.evaluation.text_columns"]
-    qat = make(**{"model.task": "feature-extraction", "evaluation.metric": "spearman",
+    qat = spec_model(**{"model.task": "feature-extraction", "evaluation.metric": "spearman",
                   "quantization": {"backend": "neural-compressor", "approach": "qat"}})
     assert [k for k, _ in spec_rule_issues(qat)] == ["quantization.approach"]
 
 
-def test_the_label_rule_is_one_rule(make) -> None:
+def test_the_label_rule_is_one_rule(spec_model) -> None:
     assert label_free_metrics() == {"agreement", "cosine"}
     assert label_issue("accuracy", needs_labels=True, labelled=True) is None
     assert label_issue("agreement", needs_labels=False, labelled=False) is None
     key, message = label_issue("f1", needs_labels=True, labelled=False)
     assert key == "data.evaluation.label_column" and "'f1' needs labels" in message
-    unlabelled = make(**{"data.evaluation.label_column": None})
+    unlabelled = spec_model(**{"data.evaluation.label_column": None})
     assert [k for k, _ in spec_rule_issues(unlabelled)] == ["data.evaluation.label_column"]
-    assert spec_rule_issues(make(**{"data.evaluation.label_column": None, "evaluation.metric": "agreement"})) == []
+    assert spec_rule_issues(spec_model(**{"data.evaluation.label_column": None, "evaluation.metric": "agreement"})) == []
 
 
-def test_the_loader_runs_the_rules(make, tiny_model_dir, tiny_data_dir) -> None:
+def test_the_loader_runs_the_rules(spec_model, tiny_model_dir, tiny_data_dir) -> None:
     raw = tiny_spec(tiny_model_dir, tiny_data_dir, **{"quantization.backend": "neural-compressor",
                                                        "export.optimize": "basic"})
     with pytest.raises(SpecError, match=r"s\.yaml: export\.optimize: 'basic' optimizes the ONNX graph"):
@@ -111,29 +102,29 @@ def test_the_loader_runs_the_rules(make, tiny_model_dir, tiny_data_dir) -> None:
 
 
 # --------------------------------------------------------------------------- what a spec does
-def test_calibration_is_read_when_a_run_calibrates(make) -> None:
+def test_calibration_is_read_when_a_run_calibrates(spec_model) -> None:
     dynamic = {"quantization.approach": "dynamic"}
-    assert static_used(make()) and calibration_used(make())
-    assert not static_used(make(**dynamic)) and not calibration_used(make(**dynamic))
-    inc_dynamic = make(**dynamic, **{"quantization.backend": "neural-compressor"})
+    assert static_used(spec_model()) and calibration_used(spec_model())
+    assert not static_used(spec_model(**dynamic)) and not calibration_used(spec_model(**dynamic))
+    inc_dynamic = spec_model(**dynamic, **{"quantization.backend": "neural-compressor"})
     assert not static_used(inc_dynamic) and calibration_used(inc_dynamic)  # PT2E needs forward passes
-    assert not calibration_used(make(**{"quantization.approach": "dynamic", "data.calibration": DROP}))
-    searched = make(**dynamic, tuning={"space": {"approach": ["dynamic", "static"]}})
+    assert not calibration_used(spec_model(**{"quantization.approach": "dynamic", "data.calibration": DROP}))
+    searched = spec_model(**dynamic, tuning={"space": {"approach": ["dynamic", "static"]}})
     assert static_used(searched) and calibration_used(searched)
 
 
-def test_search_routes_and_backends(make) -> None:
-    spec = make(**{"quantization.approach": "dynamic"},
+def test_search_routes_and_backends(spec_model) -> None:
+    spec = spec_model(**{"quantization.approach": "dynamic"},
                 tuning={"space": {"backend": ["onnxruntime", "neural-compressor"], "approach": ["dynamic", "static"]}})
     assert search_routes(spec) == [("onnxruntime", "dynamic", False), ("onnxruntime", "static", True),
                                    ("neural-compressor", "dynamic", True), ("neural-compressor", "static", True)]
     assert search_backends(spec) == {"onnxruntime", "neural-compressor"}
-    assert search_routes(make()) == [("onnxruntime", "static", False)]
+    assert search_routes(spec_model()) == [("onnxruntime", "static", False)]
 
 
 # --------------------------------------------------------------------------- the run
-def test_resolve_run_binds_the_task_and_fills_the_defaults(make, tiny_loaded) -> None:
-    spec = make(**{"evaluation.metric": DROP, "hardware": "avx2"})
+def test_resolve_run_binds_the_task_and_fills_the_defaults(spec_model, tiny_loaded) -> None:
+    spec = spec_model(**{"evaluation.metric": DROP, "hardware": "avx2"})
     run = resolve_run(spec, tiny_loaded)
     assert isinstance(run, Run) and run.task.name == "text-classification"
     assert run.spec.evaluation.metric == "accuracy"  # the task's default for labelled data
@@ -146,9 +137,9 @@ def test_resolve_run_binds_the_task_and_fills_the_defaults(make, tiny_loaded) ->
         run.spec = spec  # type: ignore[misc]
 
 
-def test_bind_task_refuses_a_metric_that_needs_labels_without_them(make, tiny_loaded) -> None:
-    spec = make(**{"evaluation.metric": DROP, "data.evaluation.label_column": None})
+def test_bind_task_refuses_a_metric_that_needs_labels_without_them(spec_model, tiny_loaded) -> None:
+    spec = spec_model(**{"evaluation.metric": DROP, "data.evaluation.label_column": None})
     bound, task = bind_task(spec, tiny_loaded)
     assert bound.evaluation.metric == "agreement" and task.name == "text-classification"
     with pytest.raises(SpecError, match="data.evaluation.label_column: metric 'f1' needs labels"):
-        bind_task(make(**{"evaluation.metric": "f1", "data.evaluation.label_column": None}), tiny_loaded)
+        bind_task(spec_model(**{"evaluation.metric": "f1", "data.evaluation.label_column": None}), tiny_loaded)
