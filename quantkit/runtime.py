@@ -55,10 +55,10 @@ def _task_options(folder: Path) -> Any:
     spec = folder / "quantkit_spec.yaml"
     if not spec.is_file():
         return TaskOptionsSpec()
-    import yaml
+    from .specio import read_yaml  # the only reader of spec files (a downloaded one may be hostile)
 
     try:
-        raw = yaml.safe_load(spec.read_text(encoding="utf-8")) or {}
+        raw = read_yaml(spec) or {}
         return TaskOptionsSpec(**(raw.get("task_options") or {}))
     except Exception as exc:  # noqa: BLE001 - an edited spec: fall back to the defaults, say so
         logger.warning("%s: cannot read task_options (%s); using the defaults", spec, exc)

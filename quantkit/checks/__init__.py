@@ -21,11 +21,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from ..errors import SpecError
 from ..spec import QuantizationSpec, looks_local
-from ..specio import load_spec, resolve_paths, with_overrides
+from ..specio import load_spec, read_yaml, resolve_paths, with_overrides
 from . import cost as _cost  # noqa: F401  (each stage module registers its checks)
 from . import hostile as _hostile  # noqa: F401
 from . import dataset as _dataset  # noqa: F401
@@ -54,12 +53,20 @@ __all__ = [
 ]
 
 
+def _missing(path: str) -> str | None:
+    """Why the local ``path`` cannot be used (not found, or the OS refuses the name), or None when it exists."""
+    try:
+        return None if Path(path).expanduser().exists() else "not found"
+    except (OSError, ValueError) as exc:  # a name too long, a NUL byte
+        return f"unusable path ({getattr(exc, 'strerror', None) or exc})"
+
+
 def _raw_path_problems(path: Path, file: str) -> list[Problem]:
     """Files named by a spec that does not validate: still say which ones are missing."""
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError, UnicodeDecodeError):
-        return []
+        raw = read_yaml(path)  # the only reader of spec files: it refuses hostile documents before parsing them
+    except SpecError:
+        return []  # already reported by load_spec
     if not isinstance(raw, dict):
         return []
     resolve_paths(raw, path.resolve().parent)
@@ -68,13 +75,13 @@ def _raw_path_problems(path: Path, file: str) -> list[Problem]:
     for key in ("calibration", "evaluation"):
         ds = data.get(key)
         if isinstance(ds, dict) and isinstance(ds.get("path"), str) and looks_local(ds["path"]):
-            if not Path(ds["path"]).exists():
-                problems.append(Problem(f"data.{key}.path", f"file not found: {ds['path']}",
+            if why := _missing(ds["path"]):
+                problems.append(Problem(f"data.{key}.path", f"file {why}: {ds['path']}",
                                         "relative paths resolve against the spec file's folder", "error", file, "spec"))
     m = raw.get("model") if isinstance(raw.get("model"), dict) else {}
     name = m.get("name_or_path")
-    if isinstance(name, str) and name.startswith((".", "/", "~")) and not Path(name).expanduser().exists():
-        problems.append(Problem("model.name_or_path", f"cannot load model: folder not found: {name}",
+    if isinstance(name, str) and name.startswith((".", "/", "~")) and (why := _missing(name)):
+        problems.append(Problem("model.name_or_path", f"cannot load model: folder {why}: {name}",
                                 "check model.name_or_path / --model", "error", file, "spec"))
     return problems
 

@@ -256,6 +256,35 @@ def test_corpus_fails_cleanly(tmp_path: Path, name: str) -> None:
         assert isinstance(result, SpecError), f"{name} was accepted"
 
 
+def test_check_cli_refuses_every_hostile_document(tmp_path: Path) -> None:
+    """`quantkit check` (a real process, its real stack limit) on each hostile document: exit 2 with the file named,
+    never an 'unexpected' internal error; the pre-flight reads spec files only through quantkit.specio."""
+    import subprocess
+    import sys
+
+    hostile = [n for n in sorted(CORPUS) if n not in ("utf8-bom", "utf16-bom", "utf32-bom", "whitespace")]
+    for name in hostile:
+        (tmp_path / f"{name}.yaml").write_bytes(CORPUS[name])
+    script = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from quantkit.cli import app\n"
+        "runner = CliRunner()\n"
+        "for path in sys.argv[1:]:\n"
+        "    r = runner.invoke(app, ['check', '--config', path])\n"
+        "    print(repr((path, r.exit_code, (r.output or '') + repr(r.exception))))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script, *(str(tmp_path / f"{n}.yaml") for n in hostile)],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    results = [eval(line) for line in out.stdout.splitlines() if line.startswith("(")]  # noqa: S307 - our repr
+    assert len(results) == len(hostile)
+    for path, code, text in results:
+        name = Path(path).name
+        assert code == 2, f"{name}: exit {code}: {text[-500:]}"
+        assert "unexpected" not in text.lower() and "RecursionError" not in text, f"{name}: {text[-500:]}"
+
+
 @pytest.mark.parametrize("name, fragment", [
     ("deep-flow", "nested more than"), ("deep-block", "nested more than"), ("alias-bomb", "expands to more than"),
     ("recursive-alias", "recursive"), ("recursive-list", "recursive"), ("binary-nul", "binary data"),
