@@ -174,17 +174,19 @@ def optimize(run: Run, fp32: ExportedModel, workdir: Path, level: str | None = N
     return optimized, section
 
 
-def probe_defaults(job: Job, fp32: ExportedModel, work: Path, evaluation: TextDataset) -> str | None:
+def probe_defaults(job: Job, fp32: ExportedModel, work: Path, evaluation: TextDataset,
+                   calibration: TextDataset | None) -> str | None:
     """``hardware_probe: auto``: time the CPU-dependent defaults the spec left unset (:mod:`quantkit.probe`);
-    the export.optimize level to use (None: the table's). The verdict is kept on ``job.probe``."""
+    the export.optimize level to use (None: the table's). The verdict is kept on ``job.probe``. Each candidate is
+    quantized as the run quantizes (with its calibration data)."""
     run = job.run
     spec = run.spec
 
     def build(level: str) -> Path:
         source, _ = optimize(run, fp32, work / "probe", level)
-        return get_backend(spec.quantization.backend).quantize(
-            source, spec.quantization, work / "probe" / level / "model.onnx", workdir=work / "probe" / level,
-            loaded=run.loaded).path
+        folder = work / "probe" / level
+        return quantize_model(job, source, folder / "model.onnx", calibration=calibration, evaluation=evaluation,
+                              workdir=folder, state_dir=folder / "state").path
 
     profile = hardware_profile(spec.hardware)
     job.probe = probe_fusion(
@@ -285,7 +287,7 @@ def run_quantize(job: Job) -> QuantizationResult:
         work = Path(tmp)
         fp32 = export_onnx(job.run.loaded, work / "fp32", job.spec.export)
         job.lap("export_s")
-        level = probe_defaults(job, fp32, work, evaluation)
+        level = probe_defaults(job, fp32, work, evaluation, calibration)
         job.lap("probe_s")
         source, optimization = optimize(job.run, fp32, work, level)
         job.lap("optimize_s")

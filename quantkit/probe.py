@@ -194,7 +194,7 @@ def probe_fusion(
     if spec.export.optimize != "auto" or not backend_class(config.backend).optimizes_graph:
         return None
     default = resolve_level("auto", approach=config.approach, backend=config.backend, model_type=model_type)
-    if default not in PROBED_LEVELS:  # only dynamic int8 of a supported encoder has levels worth timing
+    if default == "none":  # only dynamic int8 of a supported encoder has levels worth timing ("none" is unfused)
         return None
     if spec.hardware_probe == "off" or os.environ.get("QUANTKIT_HARDWARE_PROBE") == "off":
         return ProbeResult("export.optimize", "skipped", default, default,

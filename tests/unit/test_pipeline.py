@@ -61,3 +61,45 @@ def test_prepare_claims_the_folder_and_resolves(tiny_loaded, tiny_model_dir, tin
     (tmp_path / "full" / "model.onnx").write_bytes(b"x")
     with pytest.raises(OutputExistsError):
         prepare(tiny_loaded, path, tmp_path / "full", overwrite=False, progress=False, check=False)
+
+
+class _Timer:
+    """Times a model by its label: FP32 100 ms, every int8 candidate 60 ms (the probe keeps its default)."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def __call__(self, label: str, path) -> float:
+        self.calls.append(label)
+        return 100.0 if label == "fp32" else 60.0
+
+
+@pytest.mark.parametrize("quantization", [
+    {"backend": "onnxruntime", "approach": "dynamic"},
+    {"backend": "onnxruntime", "approach": "static", "format": "qdq"},
+    {"backend": "onnxruntime", "approach": "static", "format": "qoperator"},
+    {"backend": "neural-compressor", "approach": "dynamic"},
+    {"backend": "neural-compressor", "approach": "static"},
+], ids=lambda q: f"{q['backend']}-{q['approach']}-{q.get('format', '')}".rstrip("-"))
+def test_every_route_runs_with_auto_optimize_and_the_hardware_probe(quantization, tiny_model_dir, spec_text,
+                                                                     tmp_path, monkeypatch) -> None:
+    """export.optimize and hardware_probe left to auto: each backend × approach quantizes (the probe, where it runs,
+    builds its candidates with the run's calibration data) and reports what the probe did."""
+    from quantkit import Quantizer
+
+    monkeypatch.setenv("QUANTKIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("QUANTKIT_HARDWARE_PROBE", raising=False)
+    text = spec_text(quantization={**quantization, "op_types": ["MatMul"]},
+                     **{"evaluation.latency": {"batch_size": 2, "sequence_length": 16, "rounds": 3}})
+    assert "optimize" not in text and "hardware_probe" not in text
+    timer = _Timer()
+    result = Quantizer.from_pretrained(tiny_model_dir).quantize(write_spec(tmp_path / "s.yaml", text), tmp_path / "o",
+                                                                 progress=False, check=False, timer=timer)
+    report = result.report
+    assert report["quantization"]["graph"]["quantized_weights"] > 0
+    probed = quantization == {"backend": "onnxruntime", "approach": "dynamic"}
+    assert ("probe" in report) == probed
+    if probed:  # a tie everywhere: the table's default stays, measured
+        assert report["probe"]["status"] == "measured" and report["probe"]["chosen"] == "transformer-noskip"
+        assert {"transformer-noskip", "transformer", "none"} <= set(timer.calls)
+    assert report["result"]["latency_ratio"]["median"] == pytest.approx(0.6) and timer.calls.count("int8") >= 3
