@@ -12,7 +12,7 @@ from .errors import ModelLoadError, SpecError, SpecIssue
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LoadedModel", "load_model", "infer_task", "canonical_model_task", "model_folder"]
+__all__ = ["LoadedModel", "load_model", "infer_task", "canonical_model_task", "head_mismatch", "model_folder"]
 
 
 @dataclass
@@ -73,6 +73,19 @@ def infer_task(config: Any) -> str:
     return task
 
 
+def head_mismatch(config: Any, task: str) -> str | None:
+    """Why loading the checkpoint of ``config`` for ``task`` would give a head initialised at random (its
+    ``architectures`` name another task's head), or None when the weights hold what the task runs."""
+    from .tasks import get_task, infer_task_from_architectures
+
+    head = infer_task_from_architectures(config)
+    if head is None or head == task or not get_task(task).adds_head:
+        return None
+    archs = ", ".join(getattr(config, "architectures", None) or [])
+    return (f"{task!r}, but the checkpoint is a {archs} ({head}): its {task} head is not in the weights and would "
+            "be initialised at random")
+
+
 def canonical_model_task(task: str) -> str:
     from .errors import RegistryError
     from .tasks import canonical_task, task_names
@@ -117,6 +130,7 @@ def load_model(
     revision: str | None = None,
     trust_remote_code: bool = False,
     exportable: Callable[[str], list[str]] | None = None,
+    new_head: bool = False,
     **load_options: Any,
 ) -> LoadedModel:
     """Load config, model and tokenizer with the transformers Auto classes.
@@ -124,7 +138,8 @@ def load_model(
     The task is inferred from the config when not given. Safetensors weights are
     preferred when both formats exist; remote code runs only when asked. ``exportable(model_type)`` (the
     tasks an exporter supports, :func:`quantkit.export.exportable_tasks`) refuses a task that cannot be
-    exported before any weights are read.
+    exported before any weights are read. A ``task`` whose head the checkpoint lacks (:func:`head_mismatch`) is
+    refused unless ``new_head`` says a head initialised at random is what is wanted (e.g. to train it with QAT).
     """
     import transformers
     from transformers import AutoTokenizer
@@ -133,6 +148,12 @@ def load_model(
 
     config = _load_config(name_or_path, revision, trust_remote_code)
     task = canonical_model_task(task) if task else infer_task(config)
+    if (mismatch := head_mismatch(config, task)) is not None:
+        if not new_head:
+            raise SpecError([SpecIssue(None, "model.task", f"{mismatch}; use a checkpoint fine-tuned for {task}, set "
+                                       f"model.task to the checkpoint's task, or set model.new_head: true to attach "
+                                       "a new head on purpose")])
+        logger.warning("model.new_head: %s", mismatch)
     supported = exportable(config.model_type) if exportable is not None else []
     if supported and task not in supported:
         raise SpecError(

@@ -43,11 +43,13 @@ class Quantizer:
         *,
         revision: str | None = None,
         trust_remote_code: bool = False,
+        new_head: bool = False,
         **load_options: Any,
     ) -> "Quantizer":
         """Load a Hub model id or local folder with the transformers Auto classes.
 
-        An artifact folder quantkit wrote is already quantized: load that with :meth:`load_quantized`.
+        A ``task`` whose head the checkpoint does not hold is refused unless ``new_head=True``. An artifact folder
+        quantkit wrote is already quantized: load that with :meth:`load_quantized`.
         """
         if (Path(str(name_or_path)).expanduser() / REPORT_FILE).is_file():
             raise ModelLoadError(
@@ -57,7 +59,7 @@ class Quantizer:
             )
         loaded = load_model(
             str(name_or_path), task=task, revision=revision, trust_remote_code=trust_remote_code,
-            exportable=exportable_tasks, **load_options
+            exportable=exportable_tasks, new_head=new_head, **load_options
         )
         return cls(loaded)
 
@@ -78,7 +80,8 @@ class Quantizer:
         m = spec.model
         if not m.name_or_path:
             raise SpecError([SpecIssue(None, "model.name_or_path", "required: set it in the spec or pass --model")])
-        return cls.from_pretrained(m.name_or_path, m.task, revision=m.revision, trust_remote_code=m.trust_remote_code)
+        return cls.from_pretrained(m.name_or_path, m.task, revision=m.revision, trust_remote_code=m.trust_remote_code,
+                                   new_head=m.new_head)
 
     def task_for(self, spec: QuantizationSpec) -> Task:
         """The loaded model's task, bound to its config and the spec's ``task_options``."""

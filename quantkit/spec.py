@@ -190,6 +190,11 @@ class ModelSpec(_Spec):
     trust_remote_code: bool = Field(
         False, description="Allow executing code shipped with the model. Off unless you trust the repo."
     )
+    new_head: bool = Field(
+        False,
+        description="Allow a model.task whose head the checkpoint does not hold (a classifier head on a tagger, say): "
+        "it is initialised at random, which only makes sense to train it (approach: qat). Off: such a spec is refused.",
+    )
 
 
 # --------------------------------------------------------------------------- export

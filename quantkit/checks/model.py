@@ -11,7 +11,7 @@ from typing import Any
 from ..errors import SpecError
 from ..export import base as export_base
 from ..families import family_of
-from ..models import canonical_model_task, infer_task, model_folder
+from ..models import canonical_model_task, head_mismatch, infer_task, model_folder
 from ..tasks import task_for, task_names
 from .base import CheckContext, Memo, Problem, check, error, warning
 from .files import is_local_model, weight_files
@@ -323,19 +323,17 @@ def check_task(ctx: CheckContext) -> list[Problem]:
         problems.append(error("model.task", f"{task!r} cannot be evaluated yet; quantkit evaluates "
                               f"{', '.join(task_names())} models",
                               "use a classifier, tagger, sentence encoder or extractive QA model"))
-    if ctx.spec.model.task and ctx.loaded is None:
-
+    if ctx.spec.model.task and ctx.loaded is None and task in task_names():
         try:
             head = infer_task(config)
         except SpecError:
             head = None
-        if head is not None and head != task:
-            archs = ", ".join(getattr(config, "architectures", None) or [])
-            problems.append(warning(
-                "model.task",
-                f"{task!r}, but the checkpoint is a {archs} ({head}): its {task} head is not in the weights and "
-                "would be initialised at random",
-                f"use a checkpoint fine-tuned for {task}, or set model.task: {head}",
+        if (mismatch := head_mismatch(config, task)) is not None:
+            allowed = ctx.spec.model.new_head
+            problems.append((warning if allowed else error)(
+                "model.task", mismatch + ("; model.new_head: true attaches it on purpose" if allowed else ""),
+                f"use a checkpoint fine-tuned for {task}, or set model.task: {head}" + (
+                    "" if allowed else ", or model.new_head: true to attach a new head on purpose"),
             ))
     return problems
 

@@ -124,6 +124,8 @@ class Task:
     text_column_count: ClassVar[tuple[int, int]] = (1, 1)
     #: Predictions are one per encoded row, in order, so evaluation can stop early on a chunk.
     chunkable: ClassVar[bool] = False
+    #: The task's Auto class puts a task head on the encoder (a checkpoint without that head gets a random one).
+    adds_head: ClassVar[bool] = True
     #: Quantization-aware training is supported (the task defines :meth:`training_loss`).
     supports_qat: ClassVar[bool] = False
     #: What a text column holds: "text" (a string per row) or "words" (a list of words per row).

@@ -88,6 +88,7 @@ class FeatureExtraction(Task):
     architecture_suffixes = ("Model",)
     architecture_excludes = ("For", "Head")  # not "LM": XLMRobertaModel is an encoder
     auto_model = "AutoModel"
+    adds_head = False  # the encoder's hidden states, pooled: every checkpoint of the family has them
     auto_model_mapping = "MODEL_MAPPING_NAMES"
     ort_model = "ORTModelForFeatureExtraction"
     pipeline_task = "feature-extraction"

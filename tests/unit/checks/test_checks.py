@@ -249,11 +249,18 @@ def test_task_quantkit_does_not_evaluate(spec, tmp_path):
 
 
 def test_task_head_missing_and_its_data_contract(spec, tmp_path):
-    """A tagger task on a sequence classifier: the head is random, and the data lacks word lists and tags."""
+    """A tagger task on a sequence classifier: the head would be random (an error unless model.new_head says so),
+    and the data lacks word lists and tags."""
     report = check(write(tmp_path, spec, {"model.task": "token-classification"}))
-    expect(report, "model.task", "head is not in the weights", severity="warning")
+    problem = expect(report, "model.task", "head is not in the weights", severity="error")
+    assert "model.new_head: true" in problem.hint
     expect(report, "data.evaluation.text_columns.0", "column 'tokens' not in validation.jsonl")
     expect(report, "data.evaluation.label_column", "'ner_tags' (token-classification's default) not in")
+    report = check(write(tmp_path, spec, {"model.task": "token-classification", "model.new_head": True}))
+    expect(report, "model.task", "head is not in the weights", "attaches it on purpose", severity="warning")
+    report = check(write(tmp_path, spec, {"model.task": "feature-extraction", "evaluation.metric": "cosine",
+                                          "data.evaluation.label_column": None}))
+    assert report.find("model.task") == []  # embeddings need no head: the encoder is all there
 
 
 def test_multiple_choice_is_refused(spec, tmp_path):
