@@ -424,6 +424,7 @@ def model_card_text(
         "and transformers' `pipeline`."
     )
     body = [f"# {name}", "", intro, ""]
+    body += [f"> **Warning** — {w}\n" for w in report.get("warnings") or []]
     body += _results_section(report)
     body += _quantization_section(report)
     body += _hardware_section(report)

@@ -39,6 +39,9 @@ from .specio import load_spec, with_overrides
 
 logger = logging.getLogger(__name__)
 
+#: A FP32 metric within this of the chance level is "at chance".
+CHANCE_MARGIN = 0.01
+
 __all__ = ["Job", "prepare", "load_data", "optimize", "probe_defaults", "quantize_model", "finish", "run_quantize",
            "shard_executor", "progress_factory"]
 
@@ -224,9 +227,23 @@ def _evaluate_pair(job: Job, fp32: ExportedModel, quantized: QuantizedModel, eva
     )
     if timed.stats:
         fp32_eval.runtime, q_eval.runtime = timed.stats["fp32"], timed.stats["int8"]
+    return fp32_eval, q_eval, timed
+
+
+def chance_warning(run: Run, fp32_value: float, evaluation: TextDataset) -> tuple[float | None, str | None]:
+    """The evaluation data's chance level of the metric (the task's best constant prediction) and, when the FP32
+    model scores no better than it, the warning that says so (a wrong task, head, label mapping or data)."""
+    spec = run.spec
+    metric = spec.evaluation.metric
+    assert metric is not None  # bound by resolve
+    chance = run.task.chance_score(metric, evaluation, spec.evaluation.average)
+    if chance is None or not spec.evaluation.higher_is_better or fp32_value > chance + CHANCE_MARGIN:
+        return chance, None
+    return chance, (f"the FP32 model scores {metric} {fp32_value:.4f} on {spec.data.evaluation.path}, no better than "
+                    f"chance ({chance:.4f}, always predicting one answer): it does not do this task on this data. "
+                    "Check model.task, the label column and its label mapping before trusting the comparison")
     logger.info("int8 / fp32 latency at b%d: %s", spec.evaluation.latency.batch_size,
                 timed.ratios["int8"].describe())
-    return fp32_eval, q_eval, timed
 
 
 def finish(
@@ -260,6 +277,11 @@ def finish(
         report["shapes"] = shapes
     if tuning is not None:
         report["tuning"] = tuning
+    chance, warning = chance_warning(run, fp32_eval.value, evaluation)
+    report["evaluation"]["chance_level"] = chance
+    if warning is not None:
+        logger.warning("%s", warning)
+        report.setdefault("warnings", []).append(warning)
     extra_files = {**run.task.extra_files(), **(extra_files or {})}
     if spec.output.keep_fp32:
         extra_files = {**extra_files, "fp32/model.onnx": fp32.path}

@@ -254,6 +254,11 @@ class Task:
             raise EvaluationError(f"metric {metric!r} needs references (label_column) but {data.name} has none")
         return what
 
+    def chance_score(self, metric: str, data: TextDataset, average: str = "binary") -> float | None:
+        """The metric a model that learned nothing scores on ``data`` (the best constant prediction), or None when
+        the task cannot say. A FP32 score at or below it means the model does not do this task on this data."""
+        return None
+
     def agreement(self, reference: Any, predictions: Any) -> float:
         """Label-free agreement of ``predictions`` with ``reference`` (FP32): 1.0 = identical behaviour."""
         raise NotImplementedError

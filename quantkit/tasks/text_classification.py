@@ -121,6 +121,16 @@ class TextClassification(Task):
         labels = self._references(data, metric, data.labels)
         return compute_metric(metric, np.asarray(predictions), np.asarray(labels), average=average)
 
+    def chance_score(self, metric: str, data: TextDataset, average: str = "binary") -> float | None:
+        """The best score of always predicting one class (the majority class, for accuracy)."""
+        info = self.metrics.get(metric)
+        if self.regression or info is None or not info.needs_labels or data.labels is None:
+            return None
+        labels = np.asarray(data.labels)
+        if labels.size == 0:
+            return None
+        return max(self._compute(metric, np.full_like(labels, value), data, average) for value in np.unique(labels))
+
     def agreement(self, reference: Any, predictions: Any) -> float:
         ref, got = np.asarray(reference), np.asarray(predictions)
         if self.regression:

@@ -103,3 +103,21 @@ def test_every_route_runs_with_auto_optimize_and_the_hardware_probe(quantization
         assert report["probe"]["status"] == "measured" and report["probe"]["chosen"] == "transformer-noskip"
         assert {"transformer-noskip", "transformer", "none"} <= set(timer.calls)
     assert report["result"]["latency_ratio"]["median"] == pytest.approx(0.6) and timer.calls.count("int8") >= 3
+    chance = report["evaluation"]["chance_level"]  # the tiny model is random: its FP32 accuracy may well be at chance
+    assert 0.5 <= chance < 1 and bool(report.get("warnings")) == (report["fp32"]["value"] <= chance + 0.01)
+
+
+def test_a_fp32_score_at_chance_level_is_a_loud_warning(spec_model, tiny_loaded) -> None:
+    from quantkit.card import model_card_text
+    from quantkit.pipeline import chance_warning
+
+    run = resolve_run(spec_model(), tiny_loaded)
+    evaluation, _ = load_data(run)
+    labels = list(evaluation.labels)
+    majority = max(labels.count(v) for v in set(labels)) / len(labels)
+    chance, warning = chance_warning(run, 0.02, evaluation)
+    assert chance == pytest.approx(majority)
+    assert warning is not None and "no better than chance" in warning and "accuracy 0.0200" in warning
+    assert chance_warning(run, 0.99, evaluation) == (pytest.approx(majority), None)
+    report = {"model": {"task": "text-classification", "name_or_path": "x"}, "warnings": [warning]}
+    assert f"> **Warning** — {warning}" in model_card_text(report, "org/m")

@@ -348,3 +348,18 @@ def test_benchmark_an_embedding_artifact(quantized):
                     warmup=1, repeats=3, rounds=3, include_fp32=False)
     rows = res.rows
     assert len(rows) == 1 and rows[0].p50_ms > 0
+
+
+def test_text_classification_chance_score():
+    """The best constant prediction: the majority share for accuracy, always-positive for binary f1."""
+    import numpy as np
+
+    from quantkit.data import TextDataset
+    from quantkit.tasks import task_for
+
+    data = TextDataset("d", {"input_ids": np.zeros((4, 2), dtype=np.int64)}, labels=np.array([0, 0, 0, 1]))
+    task = task_for("text-classification")
+    assert task.chance_score("accuracy", data) == pytest.approx(0.75)
+    assert task.chance_score("f1", data) == pytest.approx(2 * 0.25 / 1.25)  # always 1: precision .25, recall 1
+    assert task.chance_score("agreement", data) is None
+    assert task.chance_score("accuracy", TextDataset("d", data.inputs, labels=None)) is None
