@@ -319,17 +319,18 @@ def push(
     commit_message: Annotated[str | None, typer.Option("--commit-message", help="Commit message.")] = None,
     create_pr: Annotated[bool, typer.Option("--create-pr", help="Open a pull request instead of committing.")] = False,
     base_model: Annotated[str | None, typer.Option("--base-model", help="Hub id of the FP32 model, for the card (default: from the report when it is a Hub id).")] = None,
+    include_fp32: Annotated[bool, typer.Option("--include-fp32", help="Also push the FP32 baseline fp32/ (serving never reads it).")] = False,
 ) -> None:
     """Push an artifact folder to the Hugging Face Hub with a model card generated from its report.
 
-    The token comes from HF_TOKEN or `huggingface-cli login`; HF_ENDPOINT selects the Hub.
+    The token comes from HF_TOKEN or `hf auth login`; HF_ENDPOINT selects the Hub.
     Only changed files are committed; the folder is not modified. Exit code 2: bad input or credentials.
     """
     try:
         from .hub import push_artifact
 
         result = push_artifact(folder, repo_id, private=private, revision=revision, commit_message=commit_message,
-                               create_pr=create_pr, base_model=base_model)
+                               create_pr=create_pr, base_model=base_model, include_fp32=include_fp32)
     except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - mapped to messages and exit codes
         _fail(exc)
     if result.up_to_date:

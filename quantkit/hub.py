@@ -2,7 +2,7 @@
 
 Everything goes through the real ``huggingface_hub`` client (:class:`~huggingface_hub.HfApi`), with the
 endpoint read from ``HF_ENDPOINT`` at call time and the token from the ``token`` argument, ``HF_TOKEN``
-or the stored login (``huggingface-cli login``). The token is never logged, printed or written: error
+or the stored login (``hf auth login``). The token is never logged, printed or written: error
 messages are built by quantkit and scrubbed of it.
 
 Pushing is:
@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .artifacts import MODEL_FILE, REPORT_FILE
+from .artifacts import MODEL_FILE, REPORT_FILE, SPEC_FILE
 from .errors import (
     ArtifactNotFoundError,
     HubAuthError,
@@ -65,6 +65,11 @@ CARD_FILE = "README.md"
 #: Files of an artifact folder that are not pushed: the tuning resume store (SQLite, local state),
 #: hidden files and lock files. ``README.md`` is replaced by the generated card.
 PUSH_EXCLUDE = ("trials.db", ".*", "*.lock", "__pycache__")
+#: The FP32 baseline folder (``output.keep_fp32``): pushed only when asked (``include_fp32``); serving never reads it.
+FP32_FOLDER = "fp32"
+#: Files whose local paths (model, data, output folders of the machine that quantized) are reduced to base names
+#: in what is pushed; the folder itself keeps them.
+SCRUBBED_FILES = (REPORT_FILE, SPEC_FILE)
 
 _READ_CHUNK = 1 << 20
 
@@ -260,7 +265,7 @@ def _server_message(exc: BaseException) -> str:
 
 
 _AUTH_HINT = (
-    "check the token: run `huggingface-cli login` (or set HF_TOKEN) with a token that has write access; "
+    "check the token: run `hf auth login` (or set HF_TOKEN) with a token that has write access; "
     "check the repo id `owner/name` and that you may write to its owner (your user or an organization you "
     "belong to)"
 )
@@ -294,7 +299,7 @@ def _hub_error(exc: BaseException, *, repo_id: str, revision: str | None, action
             f"{what} was not found on {endpoint} while {action} (HTTP 404){detail}",
             repo_id=repo_id, status=404,
             hint="check the repo id and --revision; a private repo needs a token that can read it "
-            "(`huggingface-cli login` or HF_TOKEN)",
+            "(`hf auth login` or HF_TOKEN)",
         )
     attempts = getattr(exc, "quantkit_attempts", None)
     tried = f" after {attempts} attempts" if attempts else ""
@@ -404,13 +409,41 @@ def _artifact_folder(folder: str | Path) -> Path:
     return path.resolve()
 
 
-def _local_files(folder: Path) -> list[tuple[str, Path]]:
+def _local_files(folder: Path, include_fp32: bool = False) -> list[tuple[str, Path]]:
     files = []
     for path in sorted(folder.rglob("*")):
         rel = path.relative_to(folder).as_posix()
+        if not include_fp32 and rel.split("/")[0] == FP32_FOLDER:
+            continue
         if path.is_file() and not _excluded(rel) and rel != CARD_FILE:
             files.append((rel, path))
     return files
+
+
+def _scrub_paths(value: Any) -> Any:
+    """``value`` with every absolute local path (a string starting with ``/``, ``~`` or a drive) replaced by its
+    base name: user names and folder layouts of the machine that quantized stay on it."""
+    if isinstance(value, dict):
+        return {k: _scrub_paths(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrub_paths(v) for v in value]
+    if isinstance(value, str) and (value.startswith(("/", "~")) or (len(value) > 2 and value[1:3] in (":\\", ":/"))):
+        return Path(value.replace("\\", "/")).name or value
+    return value
+
+
+def _scrubbed(rel: str, path: Path) -> bytes:
+    """The bytes pushed for ``rel``: the report and the spec with local paths reduced to base names."""
+    import json
+
+    from .specio import read_yaml
+
+    if rel == REPORT_FILE:
+        report = json.loads(path.read_text(encoding="utf-8"))
+        return (json.dumps(_scrub_paths(report), indent=2, sort_keys=False) + "\n").encode("utf-8")
+    import yaml
+
+    return yaml.safe_dump(_scrub_paths(read_yaml(path)), sort_keys=False).encode("utf-8")
 
 
 @dataclass
@@ -435,8 +468,10 @@ def _default_commit_message(report: dict[str, Any]) -> str:
 
 
 def plan_push(folder: str | Path, repo_id: str, *, base_model: str | None = None, license: str | None = None,
-              commit_message: str | None = None, token: str | None = None) -> PushPlan:
-    """Read ``folder`` (without changing it) and prepare the files and the model card to push."""
+              commit_message: str | None = None, token: str | None = None, include_fp32: bool = False) -> PushPlan:
+    """Read ``folder`` (without changing it) and prepare the files and the model card to push: what serving needs
+    (the FP32 baseline ``fp32/`` only with ``include_fp32``), the report and spec with local paths reduced to
+    base names."""
     import json
 
     from .card import find_base_model, find_license, model_card_for_folder
@@ -444,7 +479,7 @@ def plan_push(folder: str | Path, repo_id: str, *, base_model: str | None = None
     repo_id = _check_repo_id(repo_id)
     path = _artifact_folder(folder)
     report = json.loads((path / REPORT_FILE).read_text(encoding="utf-8"))
-    entries = _local_files(path)
+    entries = _local_files(path, include_fp32)
     if (path / CARD_FILE).is_file():
         logger.info("%s in %s is not pushed: the Hub gets the generated model card instead", CARD_FILE, path)
     base = find_base_model(report, base_model)
@@ -454,7 +489,8 @@ def plan_push(folder: str | Path, repo_id: str, *, base_model: str | None = None
     card = model_card_for_folder(
         path, repo_id, report=report, files=[rel for rel, _ in entries], base_model=base, license=found,
     )
-    files = [LocalFile.from_path(rel, p) for rel, p in entries]
+    files = [LocalFile.from_bytes(rel, _scrubbed(rel, p)) if rel in SCRUBBED_FILES else LocalFile.from_path(rel, p)
+             for rel, p in entries]
     files.append(LocalFile.from_bytes(CARD_FILE, card.encode("utf-8")))
     return PushPlan(path, repo_id, files, card, commit_message or _default_commit_message(report))
 
@@ -502,13 +538,15 @@ def push_artifact(
     license: str | None = None,
     token: str | None = None,
     retry: RetryPolicy | None = None,
+    include_fp32: bool = False,
 ) -> PushResult:
     """Push an artifact folder to the Hub repo ``repo_id`` with a generated model card.
 
     Creates the repo if needed (``private`` only applies then) and the branch ``revision`` from main
     if it does not exist; commits only the files whose content differs from the remote (no commit at
     all when nothing changed), or opens a pull request with ``create_pr``. ``token`` defaults to
-    ``HF_TOKEN`` / the stored login. The folder is only read.
+    ``HF_TOKEN`` / the stored login. The folder is only read; what is pushed is what serving needs (the FP32
+    baseline ``fp32/`` only with ``include_fp32``), with local paths in the report and spec reduced to base names.
 
     Raises :class:`~quantkit.errors.HubAuthError` (401/403), :class:`~quantkit.errors.HubNotFoundError`
     (404), :class:`~quantkit.errors.HubError` (network, 5xx after retries) and
@@ -523,10 +561,10 @@ def push_artifact(
     if not secret:
         raise HubAuthError(
             f"no Hugging Face token found to push to {repo_id}",
-            repo_id=repo_id, hint="run `huggingface-cli login` or set HF_TOKEN to a token with write access",
+            repo_id=repo_id, hint="run `hf auth login` or set HF_TOKEN to a token with write access",
         )
     plan = plan_push(folder, repo_id, base_model=base_model, license=license, commit_message=commit_message,
-                     token=token)
+                     token=token, include_fp32=include_fp32)
     branch = revision or "main"
     api = _api(token)
     endpoint = hub_endpoint()

@@ -143,7 +143,8 @@ class Quantizer:
             return result
         try:
             result.push_to_hub(hub.repo_id, private=hub.private, revision=hub.revision,
-                               commit_message=hub.commit_message, create_pr=hub.create_pr)
+                               commit_message=hub.commit_message, create_pr=hub.create_pr,
+                               include_fp32=hub.include_fp32)
         except HubError as exc:
             retry = f"quantkit push {result.output_dir} --repo-id {hub.repo_id}"
             raise type(exc)(f"{exc}. The artifacts are saved in {result.output_dir}; retry the upload with "

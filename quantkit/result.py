@@ -71,6 +71,7 @@ class QuantizationResult:
         create_pr: bool = False,
         base_model: str | None = None,
         token: str | None = None,
+        include_fp32: bool = False,
     ) -> Any:
         """Push the artifact folder to the Hub repo ``repo_id`` with a model card generated from the report.
 
@@ -79,7 +80,7 @@ class QuantizationResult:
         """
         self.push = push_artifact(
             self.output_dir, repo_id, private=private, revision=revision, commit_message=commit_message,
-            create_pr=create_pr, base_model=base_model, token=token,
+            create_pr=create_pr, base_model=base_model, token=token, include_fp32=include_fp32,
         )
         return self.push
 

@@ -648,6 +648,9 @@ class HubSpec(_Spec):
         None, min_length=1, description="Commit message (default: one naming the approach and the metric)."
     )
     create_pr: bool = Field(False, description="Open a pull request instead of committing to the branch.")
+    include_fp32: bool = Field(
+        False, description="Also push the FP32 baseline (fp32/, from output.keep_fp32); serving never reads it."
+    )
 
     @field_validator("repo_id")
     @classmethod

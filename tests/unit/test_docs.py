@@ -397,7 +397,7 @@ def _script_help(script: str) -> str:
 
 def test_documented_other_commands_refer_to_what_exists():
     """setup.sh, the pytest marker expressions and test paths, the scripts and their options, mkdocs,
-    huggingface-cli, ray: in the README and in every page of the docs."""
+    hf (huggingface_hub's CLI), ray: in the README and in every page of the docs."""
     markers = {m.split(":")[0] for m in tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["pytest"]
                ["ini_options"]["markers"]}
     seen = set()
@@ -439,7 +439,10 @@ def test_documented_other_commands_refer_to_what_exists():
         elif head == "ray":  # the Ray cluster commands of docs/ray.md
             if tokens[1:2] not in (["start"], ["stop"], ["status"]):
                 problems.append(f"{where}: not a ray command the docs mean to show")
-        elif head in ("huggingface-cli", "export", "cd", "git", "pip"):
+        elif head == "hf":  # huggingface_hub's CLI: the login command the Hub page shows
+            if tokens[1:3] != ["auth", "login"] or not (Path(sys.executable).parent / "hf").is_file():
+                problems.append(f"{where}: not the `hf auth login` of the installed huggingface_hub")
+        elif head in ("export", "cd", "git", "pip"):
             continue
         else:
             problems.append(f"{where}: the test does not know how to check `{head}`; teach it")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from conftest import write_spec
 from hubserver import HubServer, git_sha1, reset_hub_sessions
 from typer.testing import CliRunner
@@ -25,7 +26,7 @@ from quantkit.errors import (
     HubNotFoundError,
     HubRepoIdError,
 )
-from quantkit.hub import PUSH_EXCLUDE, RetryPolicy, base_model_license, push_artifact, resolve_artifact
+from quantkit.hub import PUSH_EXCLUDE, SCRUBBED_FILES, RetryPolicy, base_model_license, push_artifact, resolve_artifact
 from quantkit.quantizer import QuantizationResult
 
 TOKEN = f"hf_quantkitTEST{secrets.token_hex(12)}"
@@ -122,7 +123,16 @@ def test_spec_hub_push_after_quantize(auto_pushed):
     local = {rel: data for rel, (data, _) in folder_state(result.output_dir).items()}
     assert set(remote) == set(local) | {"README.md", ".gitattributes"}
     for rel, data in local.items():
-        assert remote[rel] == data, rel
+        if rel in SCRUBBED_FILES:  # local paths of this machine stay here; the pushed copy names base names
+            where = str(result.output_dir.parent).encode()
+            assert where in data and where not in remote[rel], rel
+            assert b"/spec.yaml" not in remote[rel] and b"validation.jsonl" in remote[rel]
+        else:
+            assert remote[rel] == data, rel
+    spec = yaml.safe_load(remote["quantkit_spec.yaml"])
+    assert spec["model"]["name_or_path"] == "tiny-bert" and spec["data"]["evaluation"]["path"] == "validation.jsonl"
+    report = json.loads(remote["quantkit_report.json"])
+    assert report["model"]["name_or_path"] == "tiny-bert" and report["quantized"]["value"] == result.quantized.value
     assert set(result.push.uploaded) == set(local) | {"README.md"}
     assert result.push.commit_url.endswith(f"/{AUTO_REPO}/commit/{result.push.commit_oid}")
     assert remote["README.md"].decode().startswith("---\n")
@@ -218,10 +228,25 @@ def test_pushing_the_same_folder_twice_makes_no_second_commit(hub, artifact, tmp
     # one changed file: only that file is committed
     copy = tmp_path / "copy"
     shutil.copytree(artifact, copy)
-    (copy / "quantkit_spec.yaml").write_text((copy / "quantkit_spec.yaml").read_text() + "# edited\n")
+    edited = yaml.safe_load((copy / "quantkit_spec.yaml").read_text())
+    edited["evaluation"]["batch_size"] = 7
+    (copy / "quantkit_spec.yaml").write_text(yaml.safe_dump(edited, sort_keys=False))
     third = push_artifact(copy, REPO, commit_message="edit the spec")
     assert third.uploaded == ("quantkit_spec.yaml",) and hub.commits(REPO) == 2
-    assert hub.files(REPO)["quantkit_spec.yaml"].endswith(b"# edited\n")
+    assert yaml.safe_load(hub.files(REPO)["quantkit_spec.yaml"])["evaluation"]["batch_size"] == 7
+
+
+def test_the_fp32_baseline_is_pushed_only_when_asked(hub, artifact, tmp_path):
+    copy = tmp_path / "with-fp32"
+    shutil.copytree(artifact, copy)
+    (copy / "fp32").mkdir()
+    (copy / "fp32" / "model.onnx").write_bytes(b"fp32 graph")
+    first = push_artifact(copy, REPO)
+    assert "fp32/model.onnx" not in first.uploaded and "fp32/model.onnx" not in hub.files(REPO)
+    runner = CliRunner()
+    out = runner.invoke(app, ["push", str(copy), "--repo-id", REPO, "--include-fp32"])
+    assert out.exit_code == 0, out.output
+    assert hub.files(REPO)["fp32/model.onnx"] == b"fp32 graph" and hub.commits(REPO) == 2
 
 
 def test_push_never_modifies_the_folder_and_replaces_a_local_readme(hub, artifact, tmp_path):
@@ -283,7 +308,7 @@ def test_auth_errors_are_clear_not_retried_and_leave_the_folder(hub, artifact, s
     err = info.value
     assert err.exit_code == 2 and err.status == status and err.repo_id == REPO
     assert fragment in str(err) and REPO in str(err) and f"HTTP {status}" in str(err)
-    assert "HF_TOKEN" in err.hint and "huggingface-cli login" in err.hint and "write" in err.hint
+    assert "HF_TOKEN" in err.hint and "hf auth login" in err.hint and "write" in err.hint
     assert delays == [] and len(hub.calls("POST", "/api/repos/create")) == 1  # 4xx is never retried
     assert hub.calls("POST", "/preupload/") == [] and hub.commits(REPO) == 0
     assert folder_state(artifact) == before
@@ -305,7 +330,7 @@ def test_no_token_is_an_auth_error_before_any_request(hub, artifact, monkeypatch
     monkeypatch.delenv("HF_TOKEN")
     with pytest.raises(HubAuthError, match="no Hugging Face token found") as info:
         push_artifact(artifact, REPO)
-    assert info.value.exit_code == 2 and "huggingface-cli login" in info.value.hint
+    assert info.value.exit_code == 2 and "hf auth login" in info.value.hint
     assert hub.requests == []
 
 
