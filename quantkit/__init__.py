@@ -88,6 +88,11 @@ if TYPE_CHECKING:  # pragma: no cover
     from .specio import load_spec, parse_spec, with_overrides
 
 
+def __dir__() -> list[str]:
+    """The public API, the lazily imported names included (``dir(quantkit)``, tab completion)."""
+    return sorted(set(globals()) | set(__all__))
+
+
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         value = getattr(import_module(_LAZY[name]), name)

@@ -265,7 +265,7 @@ class PreflightError(QuantkitError, ValueError):
 
     exit_code = 2
     title = "pre-flight check failed"
-    hint = "fix the problems above (`quantkit check --config SPEC` lists them); --no-check skips the check"
+    hint = "fix the problems above (`quantkit check --config SPEC` lists them)"
 
     def __init__(self, problems: Sequence[object], *, hint: str | None = None) -> None:
         self.problems = list(problems)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -114,8 +114,8 @@ class ModelEvaluation:
     size_bytes: int
     runtime: RuntimeStats | None
     eval_s: float
-    #: The task's predictions (class ids, tag lists, embeddings, answers).
-    predictions: Any
+    #: The task's predictions (class ids, tag lists, embeddings, answers); left out of ``repr``.
+    predictions: Any = field(repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -237,7 +237,7 @@ def run_registered(ctx: CheckContext, report: CheckReport, only: Iterable[str] |
         except Exception as exc:  # noqa: BLE001 - a broken check must not hide the others
             logger.debug("check %s crashed", d.name, exc_info=True)
             found = [warning("", f"internal: check {d.name!r} could not run ({type(exc).__name__}: {exc})",
-                             "please report it; `--no-check` skips the pre-flight")]
+                             "please report it (this check's problem, not your spec's: `--no-check` skips the pre-flight)")]
         report.checks_run.append(d.name)
         for p in found:
             report.problems.append(Problem(p.key_path, p.message, p.hint, p.severity, ctx.spec_file, d.name))

@@ -103,7 +103,8 @@ def check_data_files(ctx: CheckContext) -> list[Problem]:
         path = Path(ds.path)
         if not path.exists():
             problems.append(make(f"{key}.path", f"file not found: {path}{unused}",
-                                 "relative paths resolve against the spec file's folder"))
+                                 f"the closest folder that exists is {nearest_existing(path)}; a relative path in the "
+                                 "spec resolves against the spec file's folder"))
         elif path.is_dir():
             if not any(path.iterdir()):
                 problems.append(make(f"{key}.path", f"folder {path} is empty{unused}"))

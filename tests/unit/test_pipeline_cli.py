@@ -174,3 +174,20 @@ def test_cli_quantize_success_prints_table(tmp_path, tiny_model_dir, spec_text):
     assert result.exit_code == 0, result.output
     assert "accuracy" in result.output and "size MB" in result.output and "p50 latency" in result.output
     assert "MatMulInteger" in op_counts(tmp_path / "o" / "model.onnx")
+
+
+def test_public_api_is_listed_and_a_result_prints_short(tiny_result):
+    """dir(quantkit) lists the lazily imported API; printing a result does not dump every prediction."""
+    import quantkit
+
+    assert {"Quantizer", "QuantizationResult", "load_spec", "parse_spec", "with_overrides", "run_checks"} <= set(
+        dir(quantkit))
+    text = repr(tiny_result.quantized)
+    assert "predictions" not in text and "metric=" in text and len(repr(tiny_result)) < 2000
+    assert len(tiny_result.quantized.predictions) > 0  # still there, just not printed
+
+
+def test_a_failed_preflight_does_not_advise_skipping_it():
+    from quantkit.errors import PreflightError
+
+    assert "--no-check" not in PreflightError([]).hint

@@ -163,7 +163,7 @@ def test_invalid_spec_and_missing_files_are_reported_together(spec, tmp_path):
 def test_missing_data_file(spec, tmp_path):
     report = check(write(tmp_path, spec, {"data.evaluation.path": "nowhere/val.jsonl"}))
     p = expect(report, "data.evaluation.path", "file not found:", "nowhere/val.jsonl")
-    assert "spec file" in p.hint
+    assert "spec file" in p.hint and f"the closest folder that exists is {tmp_path}" in p.hint
 
 
 def test_missing_model_folder(spec, tmp_path):
