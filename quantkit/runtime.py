@@ -38,6 +38,8 @@ logger = logging.getLogger(__name__)
 __all__ = ["Runtime", "load"]
 
 _MODEL_FILE = "model.onnx"
+#: ``precision`` → the graph a :class:`Runtime` runs, relative to the artifact folder.
+PRECISIONS = {"int8": _MODEL_FILE, "fp32": "fp32/" + _MODEL_FILE}
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -69,7 +71,7 @@ class Runtime:
     """A loaded artifact: call it like the task's ``transformers.pipeline`` (see the module docstring)."""
 
     def __init__(self, folder: str | Path, *, task: str | None = None, threads: int | None = None,
-                 max_length: int | None = None) -> None:
+                 max_length: int | None = None, precision: str = "int8") -> None:
         import onnxruntime as ort
         from transformers import AutoConfig, AutoTokenizer
 
@@ -79,6 +81,14 @@ class Runtime:
         self.folder = Path(folder)
         if not (self.folder / _MODEL_FILE).is_file():
             raise ArtifactNotFoundError(f"{self.folder} has no {_MODEL_FILE}: not a quantkit artifact folder")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision: {precision!r} is not one of {', '.join(PRECISIONS)}")
+        #: The graph this runtime runs: the quantized model, or the artifact's FP32 baseline (``fp32/model.onnx``).
+        self.model_path = self.folder / PRECISIONS[precision]
+        if not self.model_path.is_file():
+            raise ArtifactNotFoundError(
+                f"{self.folder} has no FP32 baseline ({PRECISIONS[precision]})",
+                hint="quantize with output.keep_fp32: true to keep it (a Hub push includes it with --include-fp32)")
         self.config = AutoConfig.from_pretrained(self.folder)
         report = _read_json(self.folder / "quantkit_report.json")
         name = task or (report.get("task") or {}).get("name") or (report.get("model") or {}).get("task") \
@@ -94,15 +104,14 @@ class Runtime:
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
         try:
-            self.session = ort.InferenceSession(str(self.folder / _MODEL_FILE), options,
-                                                providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(str(self.model_path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001 - ORT raises its own types
-            raise EvaluationError(f"ONNX Runtime cannot load {self.folder / _MODEL_FILE}: {exc}") from exc
+            raise EvaluationError(f"ONNX Runtime cannot load {self.model_path}: {exc}") from exc
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
         missing = [n for n in self.task.output_names if n not in self.output_names]
         if missing:
-            raise EvaluationError(f"{self.folder / _MODEL_FILE} has outputs {self.output_names}; {self.task.name} "
+            raise EvaluationError(f"{self.model_path} has outputs {self.output_names}; {self.task.name} "
                                   f"needs {missing}")
         self.max_length = int(max_length or self._default_max_length())
 
@@ -162,10 +171,11 @@ class Runtime:
 
 def load(folder_or_repo_id: str | Path, *, revision: str | None = None, token: str | None = None,
          cache_dir: str | Path | None = None, task: str | None = None, threads: int | None = None,
-         max_length: int | None = None) -> Runtime:
+         max_length: int | None = None, precision: str = "int8") -> Runtime:
     """Load an artifact folder, or download a Hub repo quantkit pushed (``owner/name``), and return a
-    :class:`Runtime` to call like a pipeline."""
+    :class:`Runtime` to call like a pipeline. ``precision="fp32"`` runs the artifact's FP32 baseline
+    (``fp32/model.onnx``, kept with ``output.keep_fp32``) with the same tokenizer and post-processing."""
     from .hub import resolve_artifact
 
     folder = resolve_artifact(folder_or_repo_id, revision, token=token, cache_dir=cache_dir)
-    return Runtime(folder, task=task, threads=threads, max_length=max_length)
+    return Runtime(folder, task=task, threads=threads, max_length=max_length, precision=precision)

@@ -202,3 +202,24 @@ def test_runtime_reproduces_ortmodel(runtimes, task):
             want = pipe(question=q, context=c, max_answer_len=30, doc_stride=16, max_seq_len=32)
             assert (got["answer"], got["start"], got["end"]) == (want["answer"], want["start"], want["end"])
             assert got["score"] == pytest.approx(want["score"], abs=1e-5)
+
+
+def test_precision_fp32_runs_the_artifacts_baseline(runtimes, tmp_path):
+    """load(folder, precision="fp32") serves fp32/model.onnx with the same tokenizer and post-processing; a folder
+    without the baseline says how to keep it."""
+    import shutil
+
+    int8 = runtimes["text-classification"]
+    folder = tmp_path / "artifact"
+    shutil.copytree(int8.folder, folder)
+    with pytest.raises(ArtifactNotFoundError, match=r"no FP32 baseline \(fp32/model.onnx\)") as info:
+        load(str(folder), precision="fp32")
+    assert "output.keep_fp32" in info.value.hint
+    with pytest.raises(ValueError, match="precision: 'fp16' is not one of int8, fp32"):
+        load(str(folder), precision="fp16")
+    (folder / "fp32").mkdir()
+    shutil.copy(folder / "model.onnx", folder / "fp32" / "model.onnx")  # stands in for the baseline graph
+    (folder / "model.onnx").write_bytes(b"not a graph")  # proves the int8 file is not the one loaded
+    fp32 = load(str(folder), precision="fp32", threads=1, max_length=64)
+    assert fp32.model_path == folder / "fp32" / "model.onnx"
+    assert fp32(TEXTS, batch_size=3) == int8(TEXTS, batch_size=3)
