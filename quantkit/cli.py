@@ -146,8 +146,11 @@ def _render(result: Any) -> None:
     if probe:
         out.print(f"default {probe['choice']}: {probe['chosen']} ({probe['status']}: {probe['reason']})",
                   highlight=False, soft_wrap=True)
-    for warning in timing_warnings(result.report):
-        err.print(f"warning: {warning}", markup=False, highlight=False, style="yellow", soft_wrap=True)
+    unreliable = timing_warnings(result.report)
+    if unreliable:  # one warning, listing every measurement that could not be trusted
+        listed = "\n".join(f"  - {w.removeprefix('timings unreliable: ')}" for w in unreliable)
+        err.print(f"warning: timings unreliable ({len(unreliable)}):\n{listed}", markup=False, highlight=False,
+                  style="yellow", soft_wrap=True)
     out.print(f"artifacts: {result.output_dir}")
     if getattr(result, "push", None) is not None:
         out.print(f"hub: {result.push.url}" + (" (already up to date)" if result.push.up_to_date else ""), highlight=False)

@@ -305,7 +305,7 @@ def side_by_side(
     warnings = [w for lab in others if (w := speedup_warning(ratios[lab], f"{lab} / {baseline}"))]
     if real and (w := busy_warning(timer.stats)):  # type: ignore[attr-defined]
         warnings.append(w)
-    for w in warnings:
-        logger.warning("%s", w)
+    for w in warnings:  # returned, reported and shown once by the caller (the CLI lists them after its table)
+        logger.info("%s", w)
     stats = {lab: timer.median_stats(lab) for lab in paths} if real else {}  # type: ignore[attr-defined]
     return SideBySide(rounds, baseline, ratios, warnings, stats)

@@ -191,3 +191,25 @@ def test_a_failed_preflight_does_not_advise_skipping_it():
     from quantkit.errors import PreflightError
 
     assert "--no-check" not in PreflightError([]).hint
+
+
+def test_unreliable_timings_are_one_warning_after_the_table(tiny_result, monkeypatch, capsys):
+    """Every measurement that could not be trusted (the headline comparison, grid cells) in one warning, once."""
+    import copy
+
+    from rich.console import Console
+
+    from quantkit import cli
+
+    result = copy.copy(tiny_result)
+    result.report = copy.deepcopy(tiny_result.report)
+    result.report["timing"]["warnings"] = ["timings unreliable: int8 / fp32 latency 0.97x (0.80-1.20): the rounds "
+                                           "disagree"]
+    result.report["shapes"] = {"cells": [{"batch_size": 1, "sequence_length": 32,
+                                          "timing_warning": "timings unreliable: the CPU was busy"}]}
+    monkeypatch.setattr(cli, "out", Console(file=__import__("io").StringIO(), width=200))
+    monkeypatch.setattr(cli, "err", Console(stderr=True, width=200))
+    cli._render(result)
+    text = capsys.readouterr().err
+    assert text.count("warning:") == 1 and "timings unreliable (2):" in text
+    assert "  - int8 / fp32 latency 0.97x" in text and "  - b1×s32: timings unreliable: the CPU was busy" in text
