@@ -80,10 +80,10 @@ def _version(value: bool) -> None:
 @app.callback()
 def _main(
     version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+        bool, typer.Option("--version", callback=_version, is_eager=True, metavar="", help="Print the version and exit.")
     ] = False,
     verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="Show progress logs.")] = 0,
-    debug: Annotated[bool, typer.Option("--debug", help="Debug logs and full tracebacks.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", metavar="", help="Debug logs and full tracebacks.")] = False,
 ) -> None:
     _state["debug"] = debug
     _state["fast_exit"] = False
@@ -161,11 +161,11 @@ _ModelOpt = Annotated[
     str | None, typer.Option("--model", "-m", help="Hub model id or local folder (overrides model.name_or_path).")
 ]
 _OutputOpt = Annotated[Path | None, typer.Option("--output", "-o", help="Artifact folder (overrides output.dir).")]
-_OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an existing artifact folder.")]
-_ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bars.")]
-_NoCheckOpt = Annotated[bool, typer.Option("--no-check", help="Skip the pre-flight checks (quantkit check).")]
+_OverwriteOpt = Annotated[bool, typer.Option("--overwrite", metavar="", help="Replace an existing artifact folder.")]
+_ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", metavar="", help="Progress bars.")]
+_NoCheckOpt = Annotated[bool, typer.Option("--no-check", metavar="", help="Skip the pre-flight checks (quantkit check).")]
 _ResetTrialsOpt = Annotated[bool, typer.Option(
-    "--reset-trials", help="Move an unreadable trial database aside (timestamped backup), keep the trials that "
+    "--reset-trials", metavar="", help="Move an unreadable trial database aside (timestamped backup), keep the trials that "
     "can still be read, and go on with a new one.")]
 
 
@@ -289,7 +289,7 @@ def check(
     model: _ModelOpt = None,
     output: _OutputOpt = None,
     overwrite: _OverwriteOpt = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", metavar="", help="Print the report as JSON.")] = False,
 ) -> None:
     """Pre-flight: find spec, file, model, data and shape problems in seconds, before any export or calibration.
 
@@ -317,12 +317,12 @@ def check(
 def push(
     folder: Annotated[Path, typer.Argument(help="Artifact folder written by quantize/tune.")],
     repo_id: Annotated[str, typer.Option("--repo-id", help="Hub model repo, owner/name (created if missing).")],
-    private: Annotated[bool, typer.Option("--private", help="Create the repo private (an existing repo keeps its visibility).")] = False,
+    private: Annotated[bool, typer.Option("--private", metavar="", help="Create the repo private (an existing repo keeps its visibility).")] = False,
     revision: Annotated[str | None, typer.Option("--revision", help="Branch to push to (created from main if missing).")] = None,
     commit_message: Annotated[str | None, typer.Option("--commit-message", help="Commit message.")] = None,
-    create_pr: Annotated[bool, typer.Option("--create-pr", help="Open a pull request instead of committing.")] = False,
+    create_pr: Annotated[bool, typer.Option("--create-pr", metavar="", help="Open a pull request instead of committing.")] = False,
     base_model: Annotated[str | None, typer.Option("--base-model", help="Hub id of the FP32 model, for the card (default: from the report when it is a Hub id).")] = None,
-    include_fp32: Annotated[bool, typer.Option("--include-fp32", help="Also push the FP32 baseline fp32/ (serving never reads it).")] = False,
+    include_fp32: Annotated[bool, typer.Option("--include-fp32", metavar="", help="Also push the FP32 baseline fp32/ (serving never reads it).")] = False,
 ) -> None:
     """Push an artifact folder to the Hugging Face Hub with a model card generated from its report.
 
@@ -418,12 +418,12 @@ def benchmark(
     rounds: Annotated[int, typer.Option("--rounds", min=1, max=10,
                                         help="Fresh-process rounds, models interleaved; ratios are medians of "
                                         "per-round ratios.")] = 3,
-    fp32: Annotated[bool, typer.Option("--fp32/--no-fp32", help="Also time each folder's fp32/model.onnx.")] = True,
+    fp32: Annotated[bool, typer.Option("--fp32/--no-fp32", metavar="", help="Also time each folder's fp32/model.onnx.")] = True,
     output: Annotated[Path | None, typer.Option("--output", "-o", file_okay=False,
                                                 help="Folder for benchmark.json and benchmark.png "
                                                 "(default: print only, write nothing).")] = None,
-    log_y: Annotated[bool, typer.Option("--log-y", help="Logarithmic latency axis in benchmark.png.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the JSON result instead of the table.")] = False,
+    log_y: Annotated[bool, typer.Option("--log-y", metavar="", help="Logarithmic latency axis in benchmark.png.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", metavar="", help="Print the JSON result instead of the table.")] = False,
 ) -> None:
     """Latency (p50/p90/p99), throughput, peak RSS and load time of each model at each batch × sequence length.
 
@@ -477,7 +477,7 @@ def backends() -> None:
 @app.command()
 def env(
     hardware: Annotated[str, typer.Option("--hardware", help="A target to show defaults for (default: auto = this CPU).")] = "auto",
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", metavar="", help="Print JSON instead of tables.")] = False,
 ) -> None:
     """Show this CPU's int8 features, the hardware target quantkit picks and its quantization defaults."""
     import json as _json

@@ -213,3 +213,14 @@ def test_unreliable_timings_are_one_warning_after_the_table(tiny_result, monkeyp
     text = capsys.readouterr().err
     assert text.count("warning:") == 1 and "timings unreliable (2):" in text
     assert "  - int8 / fp32 latency 0.97x" in text and "  - b1×s32: timings unreliable: the CPU was busy" in text
+
+
+def test_help_shows_flags_as_flags():
+    """quantkit's own on/off options take no value, so --help shows no `<bool>` beside them (typer's --help
+    itself is typer's)."""
+    names = [None, *sorted(c.name or c.callback.__name__ for c in app.registered_commands)]
+    for name in names:
+        shown = runner.invoke(app, ([name] if name else []) + ["--help"], env={"COLUMNS": "160"}, terminal_width=160)
+        assert shown.exit_code == 0, shown.output
+        flags = [line for line in shown.output.splitlines() if "<bool>" in line and "--help" not in line]
+        assert flags == [], f"quantkit {name or ''} --help: {flags}"
