@@ -224,9 +224,12 @@ def _results_section(report: dict[str, Any]) -> list[str]:
     fl, ql = fp32.get("latency") or {}, q.get("latency") or {}
     if fl and ql:
         shape = f"batch {fl.get('batch_size')} × {fl.get('sequence_length')} tokens, {fl.get('threads')} threads"
+        measured = (report.get("result") or {}).get("latency_ratio")
+        # one definition of the speed ratio everywhere: the median of per-round ratios (the Timing section's)
+        p50_ratio = (f"{measured['median']:.2f}x" if isinstance(measured, dict) and measured.get("median")
+                     else _ratio(ql.get('p50_ms'), fl.get('p50_ms')))
         lines += [
-            f"| p50 latency ({shape}) | {_ms(fl.get('p50_ms'))} | {_ms(ql.get('p50_ms'))} | "
-            f"{_ratio(ql.get('p50_ms'), fl.get('p50_ms'))} |",
+            f"| p50 latency ({shape}) | {_ms(fl.get('p50_ms'))} | {_ms(ql.get('p50_ms'))} | {p50_ratio} |",
             f"| p90 latency | {_ms(fl.get('p90_ms'))} | {_ms(ql.get('p90_ms'))} | "
             f"{_ratio(ql.get('p90_ms'), fl.get('p90_ms'))} |",
             f"| throughput (examples/s) | {_num(fl.get('throughput'), 1)} | {_num(ql.get('throughput'), 1)} | "
@@ -382,7 +385,8 @@ def _usage_section(report: dict[str, Any], repo_id: str) -> list[str]:
     return [
         "## Usage",
         "",
-        "With quantkit's runtime (`pip install quantkit`; any transformers version, no optimum-onnx):",
+        "With quantkit's runtime (quantkit installed from its source repository: `bash scripts/setup.sh`, or "
+        "`pip install -e .` in a clone; any transformers version, no optimum-onnx):",
         "",
         "```python",
         *task.runtime_usage(repo_id),

@@ -224,3 +224,13 @@ def test_help_shows_flags_as_flags():
         assert shown.exit_code == 0, shown.output
         flags = [line for line in shown.output.splitlines() if "<bool>" in line and "--help" not in line]
         assert flags == [], f"quantkit {name or ''} --help: {flags}"
+
+
+def test_card_shows_one_speed_ratio_and_an_install_line_that_works(tiny_result):
+    from quantkit.card import model_card_text
+
+    card = model_card_text(tiny_result.report, "org/tiny-int8")
+    median = tiny_result.report["result"]["latency_ratio"]["median"]
+    (row,) = [line for line in card.splitlines() if line.startswith("| p50 latency")]
+    assert row.endswith(f"| {median:.2f}x |") and f"**{median:.2f}x**" in card  # the table and Timing agree
+    assert "`pip install quantkit`" not in card and "bash scripts/setup.sh" in card
