@@ -578,3 +578,22 @@ def test_notebook_committed_without_outputs(path):
         assert not dirty, (f"{rel} ({label}) has outputs in cells {dirty}; strip them, e.g. with "
                            f"jupyter nbconvert --clear-output --inplace {rel}")
         assert "widgets" not in nb.get("metadata", {}), f"{rel} ({label}) carries widget state"
+
+
+def test_readme_spec_in_code_validates_and_matches_the_recipe():
+    """The README's spec-in-code example: the dict in it parses, its data file exists beside the repository (as the
+    README's commands assume), and it quantizes as the reference recipe does."""
+    import ast
+
+    from quantkit.specio import load_spec, parse_spec
+
+    block = next(b for b in re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
+                 if "parse_spec(" in b)
+    call = next(n for n in ast.walk(ast.parse(block)) if isinstance(n, ast.Call) and getattr(n.func, "id", "")
+                == "parse_spec")
+    raw = ast.literal_eval(call.args[0])
+    spec = parse_spec(raw)
+    assert (REPO / spec.data.evaluation.path).is_file()
+    recipe = load_spec(REPO / "recipes" / "minilm-spam-dynamic.yaml")
+    assert spec.quantization == recipe.quantization
+    assert (spec.model.task, spec.data.max_length) == (recipe.model.task, recipe.data.max_length)
