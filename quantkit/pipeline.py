@@ -208,7 +208,7 @@ def quantize_model(job: Job, source: ExportedModel, output: Path, *, calibration
     backend = get_backend(spec.quantization.backend)
     return backend.quantize(
         source, spec.quantization, output,
-        calibration=calibration if calibration is not None or not backend.needs_torch else evaluation,
+        calibration=backend.data_to_quantize_with(calibration, evaluation),
         workdir=workdir, progress=job.progress, loaded=run.loaded, qat=spec.qat,
         state_dir=state_dir if backend.needs_torch else None,
     )

@@ -119,9 +119,10 @@ class Backend(ABC):
         return []
 
     @classmethod
-    def calibrates(cls, approach: str) -> bool:
-        """Whether quantizing with ``approach`` reads ``data.calibration``."""
-        return approach in ("static", "qat") or (cls.reads_calibration_always and approach in cls.approaches)
+    def data_to_quantize_with(cls, calibration: TextDataset | None, evaluation: TextDataset) -> TextDataset | None:
+        """What :meth:`quantize` gets as ``calibration``: the calibration data; a PyTorch backend, which needs
+        forward passes whatever the approach, gets the evaluation data when there is none."""
+        return calibration if calibration is not None or not cls.needs_torch else evaluation
 
     def quantize(
         self,

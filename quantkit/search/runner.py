@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from ..backends import ProgressFactory, backend_class, get_backend
+from ..backends import ProgressFactory, get_backend
 from ..data import TextDataset
 from ..evaluation import OnnxRunner, predict
 from ..executors.shipping import cache_root, files_digest, model_files, write_files
@@ -210,9 +210,10 @@ class OnnxTrialRunner:
         path = self.model_path(config)
         if not path.is_file():
             source, _ = self.source(config)
-            get_backend(config.backend).quantize(
-                source, config, path, calibration=self.calibration if self.calibration is not None else
-                self.evaluation if backend_class(config.backend).needs_torch else None, workdir=path.parent,
+            backend = get_backend(config.backend)
+            backend.quantize(
+                source, config, path, workdir=path.parent,
+                calibration=backend.data_to_quantize_with(self.calibration, self.evaluation),
                 progress=self.progress, loaded=self.loaded, qat=self.spec.qat, state_dir=path.parent,
             )
         return path

@@ -34,8 +34,11 @@ def test_backend_facts() -> None:
         False, True, True, True)
     assert (inc.needs_torch, inc.optimizes_graph, inc.runs_on_workers, inc.takes_hardware_defaults) == (
         True, False, False, False)
-    assert [ort.calibrates(a) for a in ("dynamic", "static")] == [False, True]
-    assert [inc.calibrates(a) for a in ("dynamic", "static", "qat")] == [True, True, True]
+    assert (ort.reads_calibration_always, inc.reads_calibration_always) == (False, True)
+    calibration, evaluation = object(), object()
+    assert ort.data_to_quantize_with(calibration, evaluation) is calibration
+    assert ort.data_to_quantize_with(None, evaluation) is None
+    assert inc.data_to_quantize_with(None, evaluation) is evaluation  # PT2E needs forward passes
     assert "qat" not in ort.approaches and "qat" in inc.approaches
 
 
