@@ -195,7 +195,7 @@ def probe_defaults(job: Job, fp32: ExportedModel, work: Path, evaluation: TextDa
     job.probe = probe_fusion(
         spec, fp32, model_type=run.loaded.model_type, sequence_length=evaluation.max_length, build=build,
         matches_this_cpu=spec.hardware in ("auto", detect_target(profile.cpu)), vocab_size=run.vocab_size,
-        timer=job.timer,
+        timer=job.timer, cpu=profile.cpu,
     )
     return job.probe.chosen if job.probe is not None else None
 

@@ -11,8 +11,9 @@ Every latency that decides something or is reported goes through here:
   ``k`` the largest for which the interval covers the median with probability ≥ 90%; min–max when
   there are too few rounds for that);
 - two models are **separable** when the interval of their ratio lies wholly beyond ``1 ± min_effect``
-  after at least :data:`MIN_DECISION_ROUNDS` rounds (:func:`separable`). Anything else is a tie:
-  nothing is pruned on it and no winner is claimed on it;
+  after at least :data:`MIN_DECISION_ROUNDS` rounds (:func:`separable`): the fewest rounds whose min–max
+  interval reaches :data:`CONFIDENCE` (5 for 90%; 3 rounds all on one side of 1 happen by chance one
+  time in four). Anything else is a tie: nothing is pruned on it and no winner is claimed on it;
 - measurement is **adaptive** (:func:`measure`): rounds are added until the decision at hand is
   separable or ``max_rounds`` is spent; then the caller warns ("timings unreliable: ...").
 
@@ -53,12 +54,24 @@ __all__ = [
     "side_by_side",
 ]
 
-#: Fewer rounds than this never decide anything (min–max of 2 rounds covers the median half the time).
-MIN_DECISION_ROUNDS = 3
+#: Coverage asked of the order-statistic interval of the median, and of every decision taken on it.
+CONFIDENCE = 0.90
+
+
+def _rounds_for(confidence: float) -> int:
+    """The fewest rounds whose min–max interval covers the median with probability >= ``confidence``
+    (1 - 2·0.5^n: 3 rounds 75%, 4 rounds 87.5%, 5 rounds 93.75%)."""
+    n = 1
+    while 1 - 2 * 0.5**n < confidence:
+        n += 1
+    return n
+
+
+#: Fewer rounds than this never decide anything nor establish a speed-up's sign: their widest interval
+#: (min–max) covers the median with less than :data:`CONFIDENCE` probability.
+MIN_DECISION_ROUNDS = _rounds_for(CONFIDENCE)
 #: Differences under 2% are not worth a choice: the more accurate (then smaller) model is kept instead.
 MIN_EFFECT = 0.02
-#: Coverage asked of the order-statistic interval of the median.
-CONFIDENCE = 0.90
 #: A reported ratio whose interval is wider than this (high / low) is flagged as unreliable.
 MAX_SPREAD = 1.5
 
