@@ -1,9 +1,9 @@
 """The model card (``README.md``) pushed with an artifact folder, generated from its report.
 
 The metadata is what makes the model findable on the Hub: ``base_model`` (with
-``base_model_relation: quantized``), ``library_name: transformers`` plus the ``onnx`` tag (how the Hub
-lists Optimum/ONNX Runtime models, which load through transformers' config, tokenizer and
-``pipeline``), ``pipeline_tag``, the ``license`` carried from the base model, ``datasets`` and a
+``base_model_relation: quantized``), ``library_name: onnx`` (the Hub's library filter for ONNX
+models) plus the ``transformers`` and ``optimum`` tags (they load through transformers' config, tokenizer and
+``pipeline`` and Optimum's ``ORTModelFor*``), ``pipeline_tag``, the ``license`` carried from the base model, ``datasets`` and a
 ``model-index`` with the evaluation metric of the FP32 and the INT8 model. The body states how the
 model was quantized, on which CPU it was measured, FP32 vs INT8 accuracy, latency and size, the nodes
 kept in FP32, the tuning summary and how to load it.
@@ -40,8 +40,8 @@ __all__ = [
     "find_base_model",
 ]
 
-LIBRARY_NAME = "transformers"
-BASE_TAGS = ("onnx", "int8", "quantized", "quantkit", "optimum", "onnxruntime")
+LIBRARY_NAME = "onnx"
+BASE_TAGS = ("onnx", "int8", "quantized", "quantkit", "transformers", "optimum", "onnxruntime")
 
 _METRIC_NAMES = {
     "accuracy": "Accuracy",
@@ -109,16 +109,28 @@ def _front_matter(path: Path) -> dict[str, Any]:
 
 
 def _dataset_label(path: str) -> str:
-    """A dataset's name for the card: the Hub id, or a local file's name (never its folder)."""
-    return path if _hub_id(path) else Path(path).name or path
+    """A dataset's name for the card: the Hub id, or a local file's folder and name (``spamassassin/validation.jsonl``;
+    never the path above it)."""
+    if _hub_id(path):
+        return path
+    local = Path(path)
+    return "/".join(part for part in (local.parent.name, local.name) if part) or path
 
 
 # --------------------------------------------------------------------------- metadata sources
 def find_base_model(report: dict[str, Any], explicit: str | None = None) -> str | None:
-    """The base model's Hub id: ``explicit``, else the report's model when it is a Hub id (not a folder)."""
+    """The base model's Hub id: ``explicit``; else the report's model when it is a Hub id; else, for a local
+    folder, the ``base_model`` of its README's front matter (a folder saved from the Hub often has one)."""
     if explicit:
         return explicit
-    return _hub_id(report.get("model", {}).get("name_or_path"))
+    source = report.get("model", {}).get("name_or_path")
+    if hub := _hub_id(source):
+        return hub
+    if isinstance(source, str) and source and Path(source).expanduser().is_dir():
+        value = _front_matter(Path(source).expanduser() / "README.md").get("base_model")
+        value = value[0] if isinstance(value, list) and len(value) == 1 else value
+        return value if isinstance(value, str) and looks_like_repo_id(value) else None
+    return None
 
 
 def find_license(report: dict[str, Any], folder: Path | None = None, *, explicit: str | None = None) -> str | None:

@@ -11,6 +11,8 @@ import logging
 import os
 import sys
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -162,7 +164,31 @@ _ModelOpt = Annotated[
 ]
 _OutputOpt = Annotated[Path | None, typer.Option("--output", "-o", help="Artifact folder (overrides output.dir).")]
 _OverwriteOpt = Annotated[bool, typer.Option("--overwrite", metavar="", help="Replace an existing artifact folder.")]
-_ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", metavar="", help="Progress bars.")]
+_ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", metavar="", help="One line per stage and timing round on stderr (and bars on a terminal); --no-progress: only warnings and the result.")]
+
+
+@contextmanager
+def _show_progress(on: bool) -> Iterator[None]:
+    """Route ``quantkit.progress`` (one line per stage and timing round) to stderr, plain, TTY or not; with
+    ``on`` False, silence it. Restored afterwards (the CLI may run in-process, e.g. under a test runner)."""
+    log = logging.getLogger("quantkit.progress")
+    saved = (list(log.handlers), log.level, log.propagate)
+    for old in saved[0]:
+        log.removeHandler(old)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("quantkit: %(message)s"))
+    if on:
+        log.addHandler(handler)
+    log.setLevel(logging.INFO if on else logging.WARNING)
+    log.propagate = False
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        for old in saved[0]:
+            log.addHandler(old)
+        log.setLevel(saved[1])
+        log.propagate = saved[2]
 _NoCheckOpt = Annotated[bool, typer.Option("--no-check", metavar="", help="Skip the pre-flight checks (quantkit check).")]
 _ResetTrialsOpt = Annotated[bool, typer.Option(
     "--reset-trials", metavar="", help="Move an unreadable trial database aside (timestamped backup), keep the trials that "
@@ -185,10 +211,11 @@ def _run(config: Path, model: str | None, output: Path | None, overwrite: bool, 
         quantizer = Quantizer.from_spec(spec)
         options = dict(output_dir=output, overwrite=True if overwrite else None, progress=progress and sys.stderr.isatty(),
                        check=False)
-        if tune or spec.tuning is not None:
-            result = quantizer.tune(spec, on_trial=_print_trial, **options)
-        else:
-            result = quantizer.quantize(spec, **options)
+        with _show_progress(progress):
+            if tune or spec.tuning is not None:
+                result = quantizer.tune(spec, on_trial=_print_trial, **options)
+            else:
+                result = quantizer.quantize(spec, **options)
     except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - mapped to messages and exit codes
         _fail(exc)
     _render(result)
@@ -263,19 +290,30 @@ def _preflight(spec: Any, config: Path, output: Path | None, overwrite: bool, tu
     report.raise_for_errors()
 
 
+def _render_problem_blocks(report: Any) -> None:
+    """One block per problem: severity and key path, then the message and the fix wrapped at spaces only (a table's
+    columns broke paths and operator names mid-token at 80 columns)."""
+    import textwrap
+
+    from rich.text import Text
+
+    out.print(Text(f"quantkit check: {report.spec_file or 'spec'}", style="bold"))
+    width = max(40, out.width - 8)
+    for p in report.problems:
+        style = "bold red" if p.severity == "error" else "yellow"
+        out.print(Text.assemble((f"{p.severity:<7} ", style), (p.key_path or "-", "bold")), soft_wrap=True)
+        for label, body in (("", p.message), ("fix: ", p.hint)):
+            if body:
+                lines = textwrap.wrap(label + body, width, break_long_words=False, break_on_hyphens=False)
+                for line in lines:
+                    out.print(Text("        " + line), soft_wrap=True)
+
+
 def _render_check(report: Any) -> None:
     from rich.text import Text
 
     if report.problems:
-        table = Table(title=f"quantkit check: {report.spec_file or 'spec'}", title_justify="left", show_lines=True)
-        table.add_column("")
-        table.add_column("key path", no_wrap=True)
-        table.add_column("problem", overflow="fold", ratio=3)
-        table.add_column("fix", overflow="fold", ratio=2)
-        for p in report.problems:
-            style = "bold red" if p.severity == "error" else "yellow"
-            table.add_row(Text(p.severity, style=style), Text(p.key_path or "-"), Text(p.message), Text(p.hint or ""))
-        out.print(table)
+        _render_problem_blocks(report)
     for e in report.estimates:
         out.print(Text(f"{e.name}: {e.summary}"), soft_wrap=True)
     verdict = "[green]ok[/]" if report.ok else "[bold red]not ok[/]"
@@ -390,8 +428,9 @@ def _render_benchmark(result: Any) -> None:
         f"{s['rounds']} interleaved round(s) · ex/s at p50 · RSS MB = peak resident memory of the process",
         highlight=False,
     )
-    notes = ["vs FP32 = median of per-round p50 / p50 of the folder's fp32/model.onnx (below 1 is faster; "
-             "? = timings unreliable, see the warnings; intervals in --json)"] if any(
+    notes = ["vs FP32 = this model's p50 / the fp32/model.onnx p50 timed in the same round, median over rounds "
+             "(below 1 is faster; its 90% interval in --json); the p50 columns are medians over rounds, so their "
+             "quotient matches it only when the rounds agree; ? = not established, see the warnings"] if any(
         r.baseline for r in result.rows) else []
     out.print(" · ".join(notes + ([f"CPU: {cpu}"] if cpu else [])), highlight=False)
     for row in result.rows:
@@ -521,9 +560,49 @@ def env(
     out.print("packages: " + ", ".join(f"{k} {v}" for k, v in data["packages"].items()), highlight=False)
 
 
+#: Words a user may write after an on/off flag (``--private true``): shells and other CLIs teach both habits.
+_BOOL_WORDS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
+
+
+def flag_values(argv: list[str]) -> list[str]:
+    """``argv`` with on/off flags given a value rewritten to the flag form: ``--private true`` -> ``--private``,
+    ``--private false`` -> nothing, ``--progress=no`` -> ``--no-progress``. Anything else is left to click."""
+    commands = getattr(typer.main.get_command(app), "commands", {})
+    at = next((i for i, token in enumerate(argv) if token in commands), None)
+    if at is None:
+        return list(argv)
+    flags: dict[str, tuple[Any, bool]] = {}
+    for param in commands[argv[at]].params:  # click options, duck-typed (typer vendors its own click)
+        if getattr(param, "is_flag", False) and not getattr(param, "count", False):
+            flags.update({o: (param, True) for o in param.opts})
+            flags.update({o: (param, False) for o in param.secondary_opts})
+    out, i = list(argv[:at + 1]), at + 1
+    while i < len(argv):
+        token, value, step = argv[i], None, 1
+        if "=" in token and token.split("=", 1)[0] in flags:
+            token, value = token.split("=", 1)
+        elif token in flags and i + 1 < len(argv) and argv[i + 1].lower() in _BOOL_WORDS:
+            value, step = argv[i + 1], 2
+        if token in flags and value is not None and value.lower() in _BOOL_WORDS:
+            param, positive = flags[token]
+            on = _BOOL_WORDS[value.lower()] == positive
+            if on:
+                out.append(param.opts[0])
+            elif param.secondary_opts:
+                out.append(param.secondary_opts[0])
+            i += step
+            continue
+        if token == "--":  # what follows is positional
+            out.extend(argv[i:])
+            break
+        out.append(argv[i])
+        i += 1
+    return out
+
+
 def main() -> None:
     try:
-        app()
+        app(args=flag_values(sys.argv[1:]))
     except SystemExit as exc:
         if _state.get("fast_exit"):
             # `check` is read-only: skip tearing down torch/transformers/optimum module graphs (seconds of the

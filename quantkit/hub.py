@@ -483,6 +483,10 @@ def plan_push(folder: str | Path, repo_id: str, *, base_model: str | None = None
     if (path / CARD_FILE).is_file():
         logger.info("%s in %s is not pushed: the Hub gets the generated model card instead", CARD_FILE, path)
     base = find_base_model(report, base_model)
+    if base is None:
+        logger.warning("the model card names no base_model (%s is a local folder without one in its README): pass "
+                       "--base-model ORG/NAME so the Hub links this model to the one it quantizes",
+                       Path(str(report.get("model", {}).get("name_or_path") or "the model")).name)
     found = find_license(report, path, explicit=license)
     if found is None and base:
         found = base_model_license(base, report.get("model", {}).get("revision"), token)

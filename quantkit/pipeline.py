@@ -38,6 +38,9 @@ from .spec import QuantizationConfig, QuantizationSpec
 from .specio import load_spec, with_overrides
 
 logger = logging.getLogger(__name__)
+#: One line per stage of a run (and per timing round, from :mod:`quantkit.latency`): the CLI prints them unless
+#: --no-progress, TTY or not; library users see them when they configure logging.
+progress_log = logging.getLogger("quantkit.progress")
 
 #: A FP32 metric within this of the chance level is "at chance".
 CHANCE_MARGIN = 0.01
@@ -74,6 +77,8 @@ class Job:
     timer: Timer | None = None
     timings: dict[str, float] = field(default_factory=dict)
     probe: ProbeResult | None = None
+    #: The models the hardware probe built, by level: (optimized FP32, its optimization section, int8 model).
+    probe_builds: dict[str, tuple[ExportedModel, dict[str, Any], QuantizedModel]] = field(default_factory=dict)
     started: float = field(default_factory=time.perf_counter)
     _last: float = field(default_factory=time.perf_counter, repr=False)
 
@@ -84,6 +89,10 @@ class Job:
     def mark(self) -> None:
         """Start timing the next stage now."""
         self._last = time.perf_counter()
+
+    def stage(self, what: str) -> None:
+        """Say which stage starts, with the time since the run started (one line, ``quantkit.progress``)."""
+        progress_log.info("[%4.0fs] %s", time.perf_counter() - self.started, what)
 
     def lap(self, name: str) -> None:
         """Record ``timings[name]``: seconds since the last lap or mark."""
@@ -186,10 +195,13 @@ def probe_defaults(job: Job, fp32: ExportedModel, work: Path, evaluation: TextDa
     spec = run.spec
 
     def build(level: str) -> Path:
-        source, _ = optimize(run, fp32, work / "probe", level)
+        job.stage(f"hardware probe: building the {level} candidate")
+        source, section = optimize(run, fp32, work / "probe", level)
         folder = work / "probe" / level
-        return quantize_model(job, source, folder / "model.onnx", calibration=calibration, evaluation=evaluation,
-                              workdir=folder, state_dir=folder / "state").path
+        quantized = quantize_model(job, source, folder / "model.onnx", calibration=calibration,
+                                   evaluation=evaluation, workdir=folder, state_dir=folder / "state")
+        job.probe_builds[level] = (source, section, quantized)
+        return quantized.path
 
     profile = hardware_profile(spec.hardware)
     job.probe = probe_fusion(
@@ -214,16 +226,34 @@ def quantize_model(job: Job, source: ExportedModel, output: Path, *, calibration
     )
 
 
+def _probe_rounds(job: Job, quantized: QuantizedModel) -> Any:
+    """The probe's FP32 and int8 rounds when the model being shipped is the one the probe timed (same shape,
+    threads and runs per round: the probe times ``evaluation.latency``), else None."""
+    probe = job.probe
+    if probe is None or probe.rounds is None or probe.chosen not in job.probe_builds:
+        return None
+    if Path(job.probe_builds[probe.chosen][2].path) != Path(quantized.path):
+        return None
+    from .latency import Rounds
+
+    return Rounds({"fp32": list(probe.rounds.times["fp32"]), "int8": list(probe.rounds.times[probe.chosen])})
+
+
 def _evaluate_pair(job: Job, fp32: ExportedModel, quantized: QuantizedModel, evaluation: TextDataset) -> Any:
     """FP32 and quantized scored on the evaluation data, then timed side by side."""
     spec, run = job.spec, job.run
     common = dict(task=run.task, vocab_size=run.vocab_size, progress=job.progress, measure_speed=False)
+    job.stage(f"evaluating FP32 on {len(evaluation)} examples")
     fp32_eval = evaluate_model(fp32.path, evaluation, spec.evaluation, label="fp32", **common)
+    job.stage(f"evaluating int8 on {len(evaluation)} examples")
     q_eval = evaluate_model(quantized.path, evaluation, spec.evaluation, label="int8",
                             reference_predictions=fp32_eval.predictions, **common)
+    prior = _probe_rounds(job, quantized)
+    job.stage("timing FP32 and int8 side by side, each round in fresh processes"
+              + (f" (continuing the probe's {prior.rounds} rounds)" if prior is not None else ""))
     timed = side_by_side(
         {"fp32": fp32.path, "int8": quantized.path}, spec.evaluation.latency, baseline="fp32",
-        sequence_length=evaluation.max_length, vocab_size=run.vocab_size, timer=job.timer,
+        sequence_length=evaluation.max_length, vocab_size=run.vocab_size, timer=job.timer, prior=prior,
     )
     if timed.stats:
         fp32_eval.runtime, q_eval.runtime = timed.stats["fp32"], timed.stats["int8"]
@@ -264,6 +294,9 @@ def finish(
     job.lap("evaluate_s")
     shapes = None
     if spec.evaluation.shapes is not None:
+        grid = spec.evaluation.shapes
+        job.stage(f"shape grid: {len(grid.batch_sizes) * len(grid.sequence_lengths)} shapes, agreement, batch "
+                  "invariance" + (" and latency" if grid.latency else ""))
         shapes = check_shapes(
             fp32.path, quantized.path, dataset=spec.data.evaluation, tokenizer=run.loaded.tokenizer,
             model_config=run.loaded.config, grid=spec.evaluation.shapes, latency=spec.evaluation.latency,
@@ -285,6 +318,7 @@ def finish(
     extra_files = {**run.task.extra_files(), **(extra_files or {})}
     if spec.output.keep_fp32:
         extra_files = {**extra_files, "fp32/model.onnx": fp32.path}
+    job.stage("writing the artifact folder")
     out = write_artifacts(
         target if target is not None else job.target,
         model_path=quantized.path,
@@ -303,19 +337,27 @@ def finish(
 def run_quantize(job: Job) -> QuantizationResult:
     """load data → export → probe → optimize → quantize → finish, in a temporary work folder."""
     job.mark()
+    job.stage("loading data")
     evaluation, calibration = load_data(job.run)
     job.lap("data_s")
     with tempfile.TemporaryDirectory(prefix="quantkit-") as tmp:
         work = Path(tmp)
+        job.stage("exporting to ONNX")
         fp32 = export_onnx(job.run.loaded, work / "fp32", job.spec.export)
         job.lap("export_s")
         level = probe_defaults(job, fp32, work, evaluation, calibration)
         job.lap("probe_s")
-        source, optimization = optimize(job.run, fp32, work, level)
-        job.lap("optimize_s")
         state = job.target.parent / f".{job.target.name}.quantkit-state"
-        quantized = quantize_model(job, source, work / "quantized" / "model.onnx", calibration=calibration,
-                                   evaluation=evaluation, workdir=work, state_dir=state)
+        if level is not None and level in job.probe_builds:  # the probe built this very model: ship it
+            source, optimization, quantized = job.probe_builds[level]
+            job.lap("optimize_s")
+        else:
+            job.stage("optimizing the FP32 graph")
+            source, optimization = optimize(job.run, fp32, work, level)
+            job.lap("optimize_s")
+            job.stage(f"quantizing ({job.spec.quantization.backend}, {job.spec.quantization.approach})")
+            quantized = quantize_model(job, source, work / "quantized" / "model.onnx", calibration=calibration,
+                                       evaluation=evaluation, workdir=work, state_dir=state)
         job.lap("quantize_s")
         quantized.details.setdefault("optimization", optimization)
         result = finish(job, fp32, quantized, evaluation)

@@ -27,11 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .latency import (MIN_DECISION_ROUNDS, SubprocessTimer, Timer, default_threads, done_when_separable, measure,
+from .latency import (MIN_DECISION_ROUNDS, Rounds, SubprocessTimer, Timer, default_threads, done_when_separable, measure,
                       separable)
 from .backends import backend_class
 from .fusion import PROBED_LEVELS, resolve_level
-from .hardware import cpu_info
+from .hardware import cpu_info, detect_target
 
 logger = logging.getLogger(__name__)
 
@@ -115,9 +115,12 @@ class ProbeResult:
     vs_default: dict[str, dict[str, Any]] = field(default_factory=dict)
     key: str | None = None
     measured_on: dict[str, Any] = field(default_factory=dict)
+    #: The rounds timed (this run only, never cached): the headline measurement continues from them when the
+    #: chosen option is the model the run ships.
+    rounds: Rounds | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items()}
+        return {k: v for k, v in self.__dict__.items() if k != "rounds"}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "ProbeResult":
@@ -151,7 +154,8 @@ def run_probe(
         paths[name] = build()
     others = [n for n in options if n != default]
     stop = (lambda r: all(done_when_separable(o, default)(r) for o in others))
-    rounds = measure(paths, timer, min_rounds=MIN_DECISION_ROUNDS, max_rounds=max_rounds, done=stop)
+    rounds = measure(paths, timer, min_rounds=MIN_DECISION_ROUNDS, max_rounds=max_rounds, done=stop,
+                     what=f"hardware probe ({choice}: {', '.join(paths)})")
     vs_default = {o: rounds.ratio(o, default) for o in others}
     faster = [o for o, est in vs_default.items() if separable(est) and est.high < 1]
     if faster:
@@ -167,10 +171,30 @@ def run_probe(
         vs_default={o: e.to_dict() for o, e in vs_default.items()}, key=key,
         measured_on={k: key_parts[k] for k in ("cpu", "onnxruntime", "shape") if k in key_parts},
     )
+    result.rounds = rounds
     logger.info("%s probe: %s", choice, reason)
     if cache is not None:
         cache.put(key, result.to_dict())
     return result
+
+
+def fusion_probe_default(spec: Any, model_type: str | None) -> str | None:
+    """The table's ``export.optimize`` level that a probe would time alternatives against, or None when the spec
+    leaves nothing to probe (it set the level; the backend does not optimize graphs; only "none" applies)."""
+    config = spec.quantization
+    if spec.export.optimize != "auto" or not backend_class(config.backend).optimizes_graph:
+        return None
+    default = resolve_level("auto", approach=config.approach, backend=config.backend, model_type=model_type)
+    return None if default == "none" else default  # only dynamic int8 of a supported encoder has levels to time
+
+
+def will_probe(spec: Any, model_type: str | None) -> bool:
+    """Whether a run of ``spec`` times the fusion levels on this CPU (unless a cached verdict exists)."""
+    if fusion_probe_default(spec, model_type) is None:
+        return False
+    if spec.hardware_probe == "off" or os.environ.get("QUANTKIT_HARDWARE_PROBE") == "off":
+        return False
+    return spec.hardware == "auto" or spec.hardware == detect_target(cpu_info())
 
 
 def probe_fusion(
@@ -191,10 +215,8 @@ def probe_fusion(
     to probe (the spec set the level, or only one level applies)."""
 
     config = spec.quantization
-    if spec.export.optimize != "auto" or not backend_class(config.backend).optimizes_graph:
-        return None
-    default = resolve_level("auto", approach=config.approach, backend=config.backend, model_type=model_type)
-    if default == "none":  # only dynamic int8 of a supported encoder has levels worth timing ("none" is unfused)
+    default = fusion_probe_default(spec, model_type)
+    if default is None:
         return None
     if spec.hardware_probe == "off" or os.environ.get("QUANTKIT_HARDWARE_PROBE") == "off":
         return ProbeResult("export.optimize", "skipped", default, default,

@@ -4,7 +4,11 @@ For every (batch, sequence) of ``evaluation.shapes`` the same evaluation texts a
 tokenized at that sequence length and run through FP32 and int8 at that batch size:
 int8 predictions must agree with FP32 (agreement, max logit difference), and each model's
 predictions must not depend on the batch it is run in (*batch invariance*: every example
-scored alone vs. inside a batch). FP32 and int8 are then timed side by side at each shape.
+scored alone vs. inside a batch). FP32 and int8 are then timed side by side at each shape: interleaved
+rounds and per-round ratios as everywhere, at least :data:`~quantkit.latency.MIN_DECISION_ROUNDS` of them, but
+in sessions kept in this process (:class:`~quantkit.latency.SessionTimer`, at most :data:`GRID_REPEATS` runs a
+round) rather than a fresh process per round: a grid of six shapes in seconds, not minutes. The headline
+ratio (``evaluation.latency``) keeps its fresh processes.
 The graph inputs' symbolic axes are recorded, so a model whose axes were pinned shows up.
 
 A note on batch invariance: ONNX Runtime's dynamic quantization computes one activation
@@ -26,12 +30,15 @@ from .errors import EvaluationError
 from .evaluation import OnnxRunner
 from .tasks.base import Predictions
 from .export import symbolic_axes
-from .latency import Timer, side_by_side
+from .latency import MIN_DECISION_ROUNDS, SessionTimer, Timer, side_by_side
 from .spec import DatasetSpec, LatencySpec, ShapeGridSpec
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["check_shapes", "batch_invariance", "dynamic_axes_report"]
+__all__ = ["check_shapes", "batch_invariance", "dynamic_axes_report", "GRID_REPEATS"]
+
+#: Timed runs per round and model at each grid shape (``evaluation.latency.repeats`` when smaller).
+GRID_REPEATS = 10
 
 
 def dynamic_axes_report(path: str | Path) -> dict[str, Any]:
@@ -84,6 +91,7 @@ def check_shapes(
     threads = latency.threads
     fp32, int8 = OnnxRunner(fp32_path, threads), OnnxRunner(int8_path, threads)
     vocab = int(getattr(model_config, "vocab_size", 30522))
+    sessions: dict[str, Any] = {}  # the grid's timing sessions, loaded once for every shape
     cells: list[dict[str, Any]] = []
     invariance: dict[str, dict[str, Any]] = {"fp32": {}, "int8": {}}
     for seq in grid.sequence_lengths:
@@ -111,9 +119,14 @@ def check_shapes(
                     ):
                         invariance[name] = {**inv, "batch_size": batch, "sequence_length": seq}
             if grid.latency:
-                lat = latency.model_copy(update={"batch_size": batch, "sequence_length": seq})
+                lat = latency.model_copy(update={
+                    "batch_size": batch, "sequence_length": seq, "rounds": max(latency.rounds, MIN_DECISION_ROUNDS),
+                    "max_rounds": max(latency.round_budget, MIN_DECISION_ROUNDS)})
+                cell_timer = timer or SessionTimer(batch_size=batch, sequence_length=seq, threads=threads,
+                                                   warmup=min(latency.warmup, 2), repeats=min(latency.repeats, GRID_REPEATS),
+                                                   vocab_size=vocab, sessions=sessions)
                 timed = side_by_side({"fp32": fp32_path, "int8": int8_path}, lat, baseline="fp32", vocab_size=vocab,
-                                     timer=timer)
+                                     timer=cell_timer)
                 cell["fp32_p50_ms"] = timed.rounds.median_ms("fp32")
                 cell["int8_p50_ms"] = timed.rounds.median_ms("int8")
                 cell["latency_ratio"] = timed.ratios["int8"].median  # median of per-round ratios

@@ -282,9 +282,11 @@ class QuantizationConfig(_Spec):
         description="Quantize weights to 7 bits; avoids u8s8 saturation on CPUs without VNNI.",
     )
     op_types: list[str] = Field(
-        default_factory=lambda: ["MatMul"],
+        default_factory=lambda: ["MatMul", "Gather"],
         min_length=1,
-        description="ONNX operator types to quantize.",
+        description="ONNX operator types to quantize. The default, as in every recipe: the linear layers (MatMul) "
+        "and the embedding tables (Gather), which hold much of an encoder's bytes (the reference model: 0.25x "
+        "FP32's size with Gather, 0.65x without).",
     )
     weights_only_matmul: bool = Field(
         False,

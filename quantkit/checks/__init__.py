@@ -36,6 +36,7 @@ from . import shapes as _shapes  # noqa: F401
 from . import state as _state  # noqa: F401
 from . import weights as _weights  # noqa: F401
 from .base import CHECKS, CheckContext, CheckReport, Estimate, Problem, check, ordered_checks, run_registered
+from .files import missing_path_hint
 from .shapes import check_onnx_model
 
 logger = logging.getLogger(__name__)
@@ -76,8 +77,8 @@ def _raw_path_problems(path: Path, file: str) -> list[Problem]:
         ds = data.get(key)
         if isinstance(ds, dict) and isinstance(ds.get("path"), str) and looks_local(ds["path"]):
             if why := _missing(ds["path"]):
-                problems.append(Problem(f"data.{key}.path", f"file {why}: {ds['path']}",
-                                        "relative paths resolve against the spec file's folder", "error", file, "spec"))
+                hint = missing_path_hint(Path(ds["path"]), path.resolve().parent) if why == "not found" else None
+                problems.append(Problem(f"data.{key}.path", f"file {why}: {ds['path']}", hint, "error", file, "spec"))
     m = raw.get("model") if isinstance(raw.get("model"), dict) else {}
     name = m.get("name_or_path")
     if isinstance(name, str) and name.startswith((".", "/", "~")) and (why := _missing(name)):
@@ -129,8 +130,10 @@ def run_checks(
     """
     started = time.perf_counter()
     report = CheckReport(spec_file=spec_file)
+    spec_dir = None
     if not isinstance(spec, QuantizationSpec):
         path = Path(spec)
+        spec_dir = path.resolve().parent
         report.spec_file = spec_file or path.name
         try:
             spec = load_spec(path)
@@ -155,6 +158,7 @@ def run_checks(
     ctx = CheckContext(
         spec=spec,
         spec_file=report.spec_file,
+        spec_dir=spec_dir,
         output_dir=Path(output_dir) if output_dir is not None else None,
         overwrite=spec.output.overwrite if overwrite is None else overwrite,
         tune=(spec.tuning is not None) if tune is None else tune,

@@ -182,6 +182,8 @@ class CheckContext:
 
     spec: QuantizationSpec
     spec_file: str | None = None
+    #: The folder of the spec file (relative paths in it resolved against it); None for a spec built in code.
+    spec_dir: Path | None = None
     #: The artifact folder quantize would write (``--output`` or ``output.dir``).
     output_dir: Path | None = None
     overwrite: bool = False

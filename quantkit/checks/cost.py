@@ -22,7 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from ..hardware import cpu_info, hardware_profile
-from ..latency import default_threads
+from ..fusion import PROBED_LEVELS
+from ..latency import MIN_DECISION_ROUNDS, default_threads
+from ..probe import will_probe
+from ..shapes import GRID_REPEATS
 from ..backends import backend_class
 from ..backends.onnxruntime import chunk_batches
 from ..spec import QuantizationConfig
@@ -39,6 +42,10 @@ GB = 2**30
 MB = 2**20
 #: Seconds to start a fresh latency-measurement process (``python -m quantkit.latency``).
 PROCESS_START_S = 3.0
+#: Loading the model and tokenizer, and the rest of a run's fixed costs (seconds).
+LOAD_S = 5.0
+#: Optimizing and quantizing one candidate of the hardware probe, besides its size-dependent part (seconds).
+BUILD_S = 2.0
 #: Parallel efficiency of ONNX Runtime's intra-op threads over the single-thread probe.
 THREAD_EFFICIENCY = 0.85
 
@@ -342,6 +349,12 @@ def check_memory(ctx: CheckContext) -> list[Problem]:
     return problems
 
 
+def export_seconds(dims: dict[str, int]) -> float:
+    """torch.onnx export and its validation run, by model size: about 8 s for MiniLM-L6 (22M parameters)."""
+    params = dims["layers"] * 12 * dims["hidden"] ** 2 + dims.get("vocab", 30522) * dims["hidden"]
+    return 4.0 + params / 5e6
+
+
 @check("cost.duration", stage="cost")
 def check_duration(ctx: CheckContext) -> list[Problem]:
     """Expected duration of tokenization, calibration, evaluation and latency runs, from timed probes."""
@@ -371,7 +384,30 @@ def check_duration(ctx: CheckContext) -> list[Problem]:
         lat = spec.tuning.latency
     lat_seq = lat.sequence_length or seq
     lat_fp32 = forward_flops(dims, lat_seq) / rate * lat.batch_size
-    latency = lat.rounds * (2 * PROCESS_START_S + (lat.warmup + lat.repeats) * lat_fp32 * (1 + 1 / probe["speedup"]))
+    speedup = max(probe["speedup"], 0.1)
+    # fresh-process rounds, interleaved: as many as establish the ratio (MIN_DECISION_ROUNDS) when adaptive
+    rounds = max(lat.rounds, MIN_DECISION_ROUNDS) if lat.round_budget > lat.rounds else lat.rounds
+    per_round = (lat.warmup + lat.repeats) * lat_fp32
+    latency = rounds * (2 * PROCESS_START_S + per_round * (1 + 1 / speedup))
+    hardware = 0.0
+    if ctx.tune is False and will_probe(spec, getattr(config, "model_type", None)):
+        # 3 fusion levels built (optimize + quantize each) then timed with FP32, MIN_DECISION_ROUNDS rounds at
+        # least; the headline then continues from the probe's rounds (one more round)
+        builds = len(PROBED_LEVELS) * (BUILD_S + export_seconds(dims))
+        hardware = builds + MIN_DECISION_ROUNDS * (4 * PROCESS_START_S + per_round * (1 + 3 / speedup))
+        latency = 2 * PROCESS_START_S + per_round * (1 + 1 / speedup)
+    grid_s = 0.0
+    grid = spec.evaluation.shapes
+    if grid is not None:
+        examples = min(grid.examples, n_eval or grid.examples)
+        for b_, s_ in itertools.product(grid.batch_sizes, grid.sequence_lengths):
+            one = forward_flops(dims, s_) / rate  # one example at this length
+            runs = examples * (2 if b_ > 1 else 1)  # alone (once per length) and batched
+            grid_s += runs * one * (1 + 1 / speedup) / max(len(grid.batch_sizes), 1)
+            if grid.latency:
+                per = (min(lat.warmup, 2) + min(lat.repeats, GRID_REPEATS)) * one * b_
+                grid_s += max(lat.rounds, MIN_DECISION_ROUNDS) * per * (1 + 1 / speedup)
+    export = export_seconds(dims)
     calibrate = 0.0
     q = spec.quantization
     if q.approach == "static":
@@ -380,15 +416,18 @@ def check_duration(ctx: CheckContext) -> list[Problem]:
         if q.calibration.method != "minmax":
             floats = calibrated_floats_per_token(dims, seq, q.op_types) * seq * n
             calibrate += floats * 2 / probe["histogram_values_per_s"]
-    total = tokenize + calibrate + evaluate + latency
-    values: dict[str, Any] = {"tokenize_s": tokenize, "calibrate_s": calibrate, "evaluate_s": evaluate,
-                              "latency_s": latency, "fp32_ms_per_example": fp32_s * 1e3, "total_s": total,
+    total = LOAD_S + export + tokenize + calibrate + evaluate + latency + hardware + grid_s
+    values: dict[str, Any] = {"export_s": export, "tokenize_s": tokenize, "calibrate_s": calibrate,
+                              "evaluate_s": evaluate, "latency_s": latency, "hardware_probe_s": hardware,
+                              "shapes_s": grid_s, "fp32_ms_per_example": fp32_s * 1e3, "total_s": total,
                               "threads": threads}
-    summary = (f"≈ {_duration(total)} besides export: tokenize {_duration(tokenize)}, "
-               f"{'calibrate ' + _duration(calibrate) + ', ' if calibrate else ''}evaluate {n_eval} rows × 2 models "
-               f"{_duration(evaluate)}, latency {_duration(latency)} "
-               f"(probe: FP32 MatMul {probe['fp32_gflops']:.0f} GFLOP/s "
-               f"per thread, {threads} thread(s))")
+    parts = [f"export {_duration(export)}", f"tokenize {_duration(tokenize)}"]
+    parts += [f"calibrate {_duration(calibrate)}"] if calibrate else []
+    parts += [f"evaluate {n_eval} rows × 2 models {_duration(evaluate)}"]
+    parts += [f"hardware probe {_duration(hardware)} (first run on this CPU; cached after)"] if hardware else []
+    parts += [f"latency {_duration(latency)}"] + ([f"shape grid {_duration(grid_s)}"] if grid_s else [])
+    summary = (f"≈ {_duration(total)}: " + ", ".join(parts) + f" (timed here: FP32 MatMul {probe['fp32_gflops']:.0f} "
+               f"GFLOP/s per thread, {threads} thread(s))")
     problems: list[Problem] = []
     if ctx.tune and spec.tuning is not None:
         configs = candidate_configs(ctx)

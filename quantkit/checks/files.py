@@ -40,6 +40,26 @@ def nearest_existing(path: Path) -> Path:
     return probe
 
 
+def missing_path_hint(path: Path, spec_dir: Path | None = None) -> str:
+    """The fix for a local ``path`` that does not exist: its closest existing folder and, when the path exists
+    relative to the current folder instead of the spec file's (a spec kept elsewhere), that."""
+    import os
+
+    hint = f"the closest folder that exists is {nearest_existing(path)}"
+    if spec_dir is not None:
+        try:
+            rel = os.path.relpath(path, spec_dir)
+            here = (Path.cwd() / rel).resolve()
+        except (OSError, ValueError):
+            return hint
+        if here.exists():
+            hint += (f"; {rel} exists relative to the current folder, but relative paths in a spec resolve against "
+                     f"the spec file's folder ({spec_dir}): write {here} or move the spec")
+        elif not rel.startswith(".."):  # under the spec's folder: most likely written relative to it
+            hint += f" (relative paths in a spec resolve against the spec file's folder, {spec_dir})"
+    return hint
+
+
 def _readable(path: Path) -> str | None:
     """None when the file opens for reading, else why not."""
     try:
@@ -103,8 +123,7 @@ def check_data_files(ctx: CheckContext) -> list[Problem]:
         path = Path(ds.path)
         if not path.exists():
             problems.append(make(f"{key}.path", f"file not found: {path}{unused}",
-                                 f"the closest folder that exists is {nearest_existing(path)}; a relative path in the "
-                                 "spec resolves against the spec file's folder"))
+                                 missing_path_hint(path, ctx.spec_dir)))
         elif path.is_dir():
             if not any(path.iterdir()):
                 problems.append(make(f"{key}.path", f"folder {path} is empty{unused}"))

@@ -34,6 +34,7 @@ from .comparison import (
 )
 from .measurement import (
     RuntimeStats,
+    SessionTimer,
     SubprocessTimer,
     busy_warning,
     default_threads,
@@ -53,6 +54,7 @@ __all__ = [
     "Rounds",
     "RuntimeStats",
     "SideBySide",
+    "SessionTimer",
     "SubprocessTimer",
     "Timer",
     "add_timing",

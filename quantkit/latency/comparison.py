@@ -33,6 +33,8 @@ from typing import Any, Protocol
 from .measurement import SubprocessTimer, busy_warning
 
 logger = logging.getLogger(__name__)
+#: One line per timing round: the CLI shows it unless --no-progress (library users: configure it, or not).
+progress_log = logging.getLogger("quantkit.progress")
 
 __all__ = [
     "MIN_DECISION_ROUNDS",
@@ -163,20 +165,41 @@ def measure(
     min_rounds: int = MIN_DECISION_ROUNDS,
     max_rounds: int = 9,
     done: Callable[[Rounds], bool] | None = None,
+    prior: Rounds | None = None,
+    what: str | None = None,
 ) -> Rounds:
     """Time ``paths`` in interleaved rounds (order rotated each round) until ``done(rounds)`` after
-    ``min_rounds``, or ``max_rounds`` are spent. Without ``done``, exactly ``min_rounds`` rounds."""
+    ``min_rounds``, or ``max_rounds`` are spent. Without ``done``, exactly ``min_rounds`` rounds.
+
+    ``prior``: rounds of the same models already timed the same way (the hardware probe's), counted toward
+    both limits; at least one new round is timed. Each round is logged to ``quantkit.progress`` (``what``
+    names the measurement), and each round added past ``min_rounds`` says why (``-v``)."""
     labels = list(paths)
     max_rounds = max(max_rounds, min_rounds)
-    out = Rounds({label: [] for label in labels})
-    for r in range(max_rounds):
+    out = Rounds({label: list(prior.times.get(label, [])) if prior else [] for label in labels})
+    start = out.rounds
+    for label in labels:
+        del out.times[label][start:]
+    name = what or ", ".join(labels)
+    for r in range(start, max(max_rounds, start + 1)):
+        if r >= min_rounds and r > start:
+            logger.info("%s: round %d added: %s", name, r + 1, _undecided(out, labels))
+        progress_log.info("timing %s: round %d (at most %d)", name, r + 1, max(max_rounds, start + 1))
         shift = r % len(labels)
         for label in labels[shift:] + labels[:shift]:
             out.times[label].append(float(timer(label, Path(paths[label]))))
         if r + 1 >= min_rounds and (done is None or done(out)):
             break
-    logger.debug("timed %s over %d round(s)", ", ".join(labels), out.rounds)
+    logger.debug("timed %s over %d round(s) (%d from before)", ", ".join(labels), out.rounds, start)
     return out
+
+
+def _undecided(rounds: Rounds, labels: Sequence[str]) -> str:
+    """Why another round is timed: each label's ratio to the first so far."""
+    base = labels[0]
+    parts = [f"{lab} / {base} {rounds.ratio(lab, base).describe()}" for lab in labels[1:]]
+    return "; ".join(parts) + f" (a decision needs >= {MIN_DECISION_ROUNDS} rounds and an interval clear of 1 ± " \
+        f"{MIN_EFFECT:.0%})"
 
 
 def speedup_warning(estimate: RatioEstimate, what: str = "int8 / FP32") -> str | None:
@@ -301,6 +324,8 @@ def side_by_side(
     vocab_size: int = 30522,
     timer: Timer | None = None,
     adaptive: bool = True,
+    prior: Rounds | None = None,
+    what: str | None = None,
 ) -> SideBySide:
     """Time ``paths`` interleaved with ``baseline`` (``latency.rounds`` rounds, then more up to
     ``latency.max_rounds`` while a ratio's sign is not established or it spreads too much, when
@@ -313,7 +338,8 @@ def side_by_side(
         return all(speedup_warning(r.ratio(lab, baseline)) is None for lab in others)
 
     max_rounds = latency.round_budget if adaptive else latency.rounds
-    rounds = measure(paths, timer, min_rounds=latency.rounds, max_rounds=max_rounds, done=done)
+    rounds = measure(paths, timer, min_rounds=latency.rounds, max_rounds=max_rounds, done=done, prior=prior,
+                     what=what or f"{' vs '.join(paths)} at {latency.batch_size}x{latency.sequence_length or sequence_length}")
     ratios = {lab: rounds.ratio(lab, baseline) for lab in others}
     warnings = [w for lab in others if (w := speedup_warning(ratios[lab], f"{lab} / {baseline}"))]
     if real and (w := busy_warning(timer.stats)):  # type: ignore[attr-defined]

@@ -6,6 +6,7 @@ colour another's numbers. While it times, the child samples how many threads are
 (*busy-CPU detection*): :func:`busy_warning` turns a busy round into a "timings unreliable" warning.
 
 :class:`SubprocessTimer` is the real :class:`~quantkit.latency.comparison.Timer`: one such measurement per call.
+:class:`SessionTimer` keeps sessions in this process instead, for the many cells of a shape grid.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "RuntimeStats",
+    "SessionTimer",
     "SubprocessTimer",
     "busy_warning",
     "default_threads",
@@ -85,6 +87,20 @@ class RuntimeStats:
         return asdict(self)
 
 
+def synthetic_feeds(session: Any, batch: int, seq: int, vocab: int) -> dict[str, np.ndarray]:
+    """Inputs of the timed runs: random token ids (seed 0, above the special tokens), full attention masks."""
+    rng = np.random.default_rng(0)
+    feeds: dict[str, np.ndarray] = {}
+    for inp in session.get_inputs():
+        if inp.name == "input_ids":
+            feeds[inp.name] = rng.integers(1000 if vocab > 2000 else 1, vocab, size=(batch, seq), dtype=np.int64)
+        elif inp.name == "token_type_ids":
+            feeds[inp.name] = np.zeros((batch, seq), dtype=np.int64)
+        else:
+            feeds[inp.name] = np.ones((batch, seq), dtype=np.int64)
+    return feeds
+
+
 def probe(path: str, batch: int, seq: int, threads: int, warmup: int, repeats: int, vocab: int) -> dict[str, Any]:
     """Runs in the child process: load, warm up, time, and read peak RSS; a :class:`RuntimeStats` as a dict."""
     import onnxruntime as ort
@@ -108,15 +124,7 @@ def probe(path: str, batch: int, seq: int, threads: int, warmup: int, repeats: i
     start = time.perf_counter()
     session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
     load_s = time.perf_counter() - start
-    rng = np.random.default_rng(0)
-    feeds: dict[str, np.ndarray] = {}
-    for inp in session.get_inputs():
-        if inp.name == "input_ids":
-            feeds[inp.name] = rng.integers(1000 if vocab > 2000 else 1, vocab, size=(batch, seq), dtype=np.int64)
-        elif inp.name == "token_type_ids":
-            feeds[inp.name] = np.zeros((batch, seq), dtype=np.int64)
-        else:
-            feeds[inp.name] = np.ones((batch, seq), dtype=np.int64)
+    feeds = synthetic_feeds(session, batch, seq, vocab)
     for _ in range(warmup):
         session.run(None, feeds)
     times = []
@@ -240,6 +248,45 @@ class SubprocessTimer:
         """The round whose p50 is the (lower) median of ``label``'s rounds: its full stats."""
         rounds = sorted(self.stats[label], key=lambda s: s.p50_ms)
         return rounds[(len(rounds) - 1) // 2]
+
+
+class SessionTimer:
+    """A cheaper timer for many shapes of the same models: one ONNX Runtime session per model in *this*
+    process, kept across calls; each call warms up and times ``repeats`` runs at this timer's shape and returns
+    the p50. Interleaving and per-round ratios still apply (:func:`~quantkit.latency.comparison.measure`); what
+    is given up is the fresh process per round, so its ratios are indicative (the shape grid's), not the
+    headline figure."""
+
+    def __init__(self, *, batch_size: int, sequence_length: int, threads: int | None = None, warmup: int = 2,
+                 repeats: int = 10, vocab_size: int = 30522, sessions: dict[str, Any] | None = None) -> None:
+        self.batch_size, self.sequence_length = batch_size, sequence_length
+        self.threads = threads or default_threads()
+        self.warmup, self.repeats, self.vocab_size = warmup, repeats, vocab_size
+        #: path -> InferenceSession, shareable between timers of several shapes.
+        self.sessions = sessions if sessions is not None else {}
+
+    def _session(self, path: Path) -> Any:
+        key = str(path)
+        if key not in self.sessions:
+            import onnxruntime as ort
+
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = self.threads
+            options.inter_op_num_threads = 1
+            self.sessions[key] = ort.InferenceSession(key, options, providers=["CPUExecutionProvider"])
+        return self.sessions[key]
+
+    def __call__(self, label: str, path: Path) -> float:
+        session = self._session(path)
+        feeds = synthetic_feeds(session, self.batch_size, self.sequence_length, self.vocab_size)
+        for _ in range(self.warmup):
+            session.run(None, feeds)
+        times = []
+        for _ in range(self.repeats):
+            t = time.perf_counter()
+            session.run(None, feeds)
+            times.append((time.perf_counter() - t) * 1000)
+        return float(np.percentile(times, 50))
 
 
 def busy_warning(stats: Mapping[str, Sequence[Any]], threshold: float = 0.5) -> str | None:

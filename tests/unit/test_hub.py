@@ -369,15 +369,15 @@ def test_cli_push_prints_the_commit_url_then_up_to_date(hub, artifact):
 
 
 # --------------------------------------------------------------------------- model card
-def test_card_metadata_round_trips_through_model_card_load(hub, artifact):
+def test_card_metadata_round_trips_through_model_card_load(hub, artifact, tiny_data_dir):
     from huggingface_hub import ModelCard
 
     push_artifact(artifact, REPO)
     report = json.loads((artifact / "quantkit_report.json").read_text())
     card = ModelCard.load(REPO)
     data = card.data
-    assert data.library_name == "transformers" and data.pipeline_tag == "text-classification"
-    assert {"onnx", "int8", "quantkit", "dynamic-quantization"} <= set(data.tags)
+    assert data.library_name == "onnx" and data.pipeline_tag == "text-classification"
+    assert {"onnx", "int8", "quantkit", "transformers", "optimum", "dynamic-quantization"} <= set(data.tags)
     assert data.license == "apache-2.0"  # carried from the base model's README
     assert data.base_model is None  # the base is a local folder, not a Hub id
     assert data.model_name == "spam-int8"
@@ -385,7 +385,7 @@ def test_card_metadata_round_trips_through_model_card_load(hub, artifact):
     assert set(results) == {"Accuracy (FP32)", "Accuracy (INT8)"}
     assert results["Accuracy (FP32)"].metric_value == round(report["fp32"]["value"], 6)
     assert results["Accuracy (INT8)"].metric_value == round(report["quantized"]["value"], 6)
-    assert results["Accuracy (INT8)"].dataset_type == "validation.jsonl"
+    assert results["Accuracy (INT8)"].dataset_type == f"{tiny_data_dir.name}/validation.jsonl"  # folder and file
     assert results["Accuracy (INT8)"].task_type == "text-classification"
     text = card.text
     assert f'ORTModelForSequenceClassification.from_pretrained("{REPO}")' in text and "pipeline(" in text
@@ -442,6 +442,40 @@ def test_card_text_from_a_report_with_tuning_and_fallback_nodes():
     assert "percentile, 64 samples" in body and "avx512_vnni, amx_int8" in body and "VNNI (int8 dot products): yes" in body
     assert model_card_text(_synthetic_report(), "me/glue-int8", files=["model.onnx", "tuning.png"],
                            base_model="org/base-model", license="mit") == text  # deterministic
+
+
+def test_base_model_comes_from_a_local_folders_readme(tmp_path):
+    """A folder saved from the Hub keeps `base_model` in its README's front matter: the card links it; a value that
+    is no repo id is ignored; an explicit one or a Hub id as the model wins."""
+    from quantkit.card import find_base_model
+
+    folder = tmp_path / "my-finetune"
+    folder.mkdir()
+    report = {"model": {"name_or_path": str(folder)}}
+    assert find_base_model(report) is None
+    (folder / "README.md").write_text("---\nbase_model: sentence-transformers/all-MiniLM-L6-v2\n---\n# x\n")
+    assert find_base_model(report) == "sentence-transformers/all-MiniLM-L6-v2"
+    (folder / "README.md").write_text("---\nbase_model: [org/a]\n---\n# x\n")
+    assert find_base_model(report) == "org/a"
+    (folder / "README.md").write_text("---\nbase_model: not a repo id!\n---\n# x\n")
+    assert find_base_model(report) is None
+    assert find_base_model(report, "org/explicit") == "org/explicit"
+    assert find_base_model({"model": {"name_or_path": "org/hub-model"}}) == "org/hub-model"
+
+
+def test_push_without_a_base_model_warns_with_the_option_to_name_it(hub, artifact, caplog):
+    import logging
+
+    from quantkit.hub import plan_push
+
+    with caplog.at_level(logging.WARNING, logger="quantkit.hub"):
+        plan = plan_push(artifact, REPO)
+    assert "base_model:" not in plan.card.split("---")[1]
+    assert [r.getMessage() for r in caplog.records if "--base-model ORG/NAME" in r.getMessage()], caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="quantkit.hub"):
+        plan = plan_push(artifact, REPO, base_model="org/base-model")
+    assert "base_model: org/base-model" in plan.card and "--base-model" not in caplog.text
 
 
 def test_license_is_looked_up_on_the_base_models_hub_card(hub):

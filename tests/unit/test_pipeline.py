@@ -102,7 +102,9 @@ def test_every_route_runs_with_auto_optimize_and_the_hardware_probe(quantization
     if probed:  # a tie everywhere: the table's default stays, measured
         assert report["probe"]["status"] == "measured" and report["probe"]["chosen"] == "transformer-noskip"
         assert {"transformer-noskip", "transformer", "none"} <= set(timer.calls)
-    assert report["result"]["latency_ratio"]["median"] == pytest.approx(0.6) and timer.calls.count("int8") >= 3
+    assert report["result"]["latency_ratio"]["median"] == pytest.approx(0.6)
+    # the probe's rounds of the shipped model count toward the headline: one new round then, three otherwise
+    assert timer.calls.count("int8") == (1 if probed else 3), timer.calls
     chance = report["evaluation"]["chance_level"]  # the tiny model is random: its FP32 accuracy may well be at chance
     assert 0.5 <= chance < 1 and bool(report.get("warnings")) == (report["fp32"]["value"] <= chance + 0.01)
 

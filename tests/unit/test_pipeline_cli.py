@@ -234,3 +234,32 @@ def test_card_shows_one_speed_ratio_and_an_install_line_that_works(tiny_result):
     (row,) = [line for line in card.splitlines() if line.startswith("| p50 latency")]
     assert row.endswith(f"| {median:.2f}x |") and f"**{median:.2f}x**" in card  # the table and Timing agree
     assert "`pip install quantkit`" not in card and "bash scripts/setup.sh" in card
+
+
+# --------------------------------------------------------------------------- on/off flags given a value
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["push", "out", "--repo-id", "a/b", "--private", "true"], ["push", "out", "--repo-id", "a/b", "--private"]),
+    (["push", "out", "--private", "false", "--include-fp32=yes"], ["push", "out", "--include-fp32"]),
+    (["quantize", "--config", "x.yaml", "--progress", "no"], ["quantize", "--config", "x.yaml", "--no-progress"]),
+    (["-v", "quantize", "--no-progress", "TRUE"], ["-v", "quantize", "--no-progress"]),
+    (["quantize", "--config", "true"], ["quantize", "--config", "true"]),  # a value option keeps its value
+    (["quantize", "--overwrite", "--", "true"], ["quantize", "--overwrite", "--", "true"]),
+])
+def test_on_off_flags_accept_a_boolean_word(argv, expected):
+    """`--private true` used to fail with "Got unexpected extra argument(s) (true)"."""
+    from quantkit.cli import flag_values
+
+    assert flag_values(argv) == expected
+
+
+def test_main_runs_a_flag_written_with_a_value(monkeypatch, capsys):
+    import json
+    import sys
+
+    from quantkit.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["quantkit", "env", "--json", "true"])
+    with pytest.raises(SystemExit) as exc:
+        main()
+    assert exc.value.code in (0, None)
+    assert "cpu" in json.loads(capsys.readouterr().out)

@@ -604,6 +604,37 @@ def test_cli_check_clean_and_broken(spec, tmp_path):
         assert text in result.output, result.output
 
 
+@pytest.mark.parametrize("width", [80, 160])
+def test_cli_check_never_breaks_a_path_or_name_mid_token(spec, tmp_path, monkeypatch, width):
+    """Problems print as blocks wrapped at spaces only (a table's narrow columns broke paths and operator names
+    mid-token at 80 columns): every path and name appears whole, at any width."""
+    from quantkit import cli
+
+    monkeypatch.setattr(cli.out, "width", width)
+    broken = write(tmp_path / "b", spec, {"data.evaluation.path": str(tmp_path / "nowhere" / "validation.jsonl"),
+                                         "quantization.op_types": ["MatMul", "Gatherr"]})
+    result = runner.invoke(app, ["check", "--config", str(broken)])
+    assert result.exit_code == 2, result.output
+    for token in (str(tmp_path / "nowhere" / "validation.jsonl"), "EmbedLayerNormalization", "quantization.op_types",
+                  "'Gatherr' cannot be quantized by onnxruntime (dynamic) (did you mean 'Gather'?)"):
+        assert token in result.output.replace("\n        ", " "), result.output
+    assert "error   data.evaluation.path\n" in result.output and "fix: the closest folder" in result.output
+
+
+def test_missing_file_hint_names_the_path_that_exists_relative_to_the_current_folder(tmp_path, monkeypatch):
+    """A spec kept in another folder with paths written relative to where the user stands: the fix says so."""
+    from quantkit.checks.files import missing_path_hint
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "v.jsonl").write_text("{}\n")
+    (tmp_path / "specs").mkdir()
+    monkeypatch.chdir(tmp_path)
+    hint = missing_path_hint(tmp_path / "specs" / "data" / "v.jsonl", tmp_path / "specs")
+    assert f"the closest folder that exists is {tmp_path / 'specs'}" in hint
+    assert f"write {tmp_path / 'data' / 'v.jsonl'} or move the spec" in hint
+    assert "current folder" not in missing_path_hint(tmp_path / "elsewhere" / "x.jsonl", tmp_path / "specs")
+
+
 def test_cli_check_json(spec, tmp_path):
     path = write(tmp_path, spec, {"data.evaluation.text_columns": ["body"]})
     result = runner.invoke(app, ["check", "--config", str(path), "--json"])
