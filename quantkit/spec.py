@@ -436,7 +436,9 @@ class ShapeGridSpec(_Spec):
     examples: int = Field(
         64, ge=1, description="Evaluation examples re-tokenized at each sequence length for the FP32 agreement check."
     )
-    latency: bool = Field(True, description="Also time FP32 and int8 side by side at every grid shape.")
+    latency: bool = Field(True, description="Also time FP32 and int8 side by side at every grid shape (interleaved "
+                          "rounds, 5 or more, in sessions kept in this process: indicative beside the headline "
+                          "ratio, which times each round in fresh processes).")
     min_agreement: float | None = Field(
         None, ge=0, le=1,
         description="Fail the run when int8 predictions agree with FP32 on less than this fraction at any shape.",

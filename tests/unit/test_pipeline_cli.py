@@ -174,6 +174,27 @@ def test_cli_quantize_success_prints_table(tmp_path, tiny_model_dir, spec_text):
     assert result.exit_code == 0, result.output
     assert "accuracy" in result.output and "size MB" in result.output and "p50 latency" in result.output
     assert "MatMulInteger" in op_counts(tmp_path / "o" / "model.onnx")
+    assert "quantkit: [" not in result.output and "round 1" not in result.output  # --no-progress: quiet
+
+
+def test_cli_quantize_says_each_stage_and_round_without_a_terminal_and_why_rounds_were_added(
+        tmp_path, tiny_model_dir, spec_text):
+    """Not a TTY (CliRunner): still one line per stage and timing round on stderr; -v says why each round past
+    `rounds` was added (the ratio so far and the rule it has not met)."""
+    spec = write_spec(tmp_path / "s.yaml", spec_text(**{
+        "quantization.approach": "dynamic", "quantization.calibration": DROP,
+        "evaluation.latency": {"batch_size": 2, "sequence_length": 16, "warmup": 1, "repeats": 3, "rounds": 2,
+                               "max_rounds": 5}}))
+    result = runner.invoke(app, ["-v", "quantize", "--config", str(spec), "--model", str(tiny_model_dir),
+                                 "--output", str(tmp_path / "o")])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    stages = ["loading data", "exporting to ONNX", "quantizing (onnxruntime, dynamic)", "evaluating FP32",
+              "evaluating int8", "timing FP32 and int8 side by side", "writing the artifact folder"]
+    positions = [out.find(f"] {stage}") for stage in stages]
+    assert all(p >= 0 for p in positions) and positions == sorted(positions), out
+    assert "quantkit: timing fp32 vs int8 at 2x16: round 1 (at most 5)" in out
+    assert "round 3 added: int8 / fp32" in out and "a decision needs >= 5 rounds" in out
 
 
 def test_public_api_is_listed_and_a_result_prints_short(tiny_result):

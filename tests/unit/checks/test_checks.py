@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
-from conftest import REFERENCE_MODEL, REPO, SPAM_DATA, WORDS, override
+from conftest import DROP, REFERENCE_MODEL, REPO, SPAM_DATA, WORDS, override
 from typer.testing import CliRunner
 
 from quantkit.checks import CheckReport, Problem, check_onnx_model, ordered_checks, run_checks
@@ -125,6 +125,23 @@ def spec(tiny_model_dir: Path, tiny_data_dir: Path, tmp_path: Path) -> dict[str,
 
 
 # --------------------------------------------------------------------------- clean
+def test_duration_estimate_counts_export_the_hardware_probe_and_the_shape_grid(spec, tmp_path, monkeypatch):
+    """The estimate is of the whole run: the probe (dynamic int8 of an encoder, export.optimize auto) and the grid
+    are in it when the run does them, out of it when not (the issue saw 54 s estimated for a 255 s run)."""
+    monkeypatch.delenv("QUANTKIT_HARDWARE_PROBE", raising=False)
+    grid = {"batch_sizes": [1, 4], "sequence_lengths": [16, 32], "examples": 8}
+    full = check(write(tmp_path / "a", spec, {"quantization.approach": "dynamic", "quantization.calibration": DROP,
+                                              "evaluation.shapes": grid}), probe=True).estimate("duration")
+    plain = check(write(tmp_path / "b", spec, {"quantization.approach": "dynamic", "quantization.calibration": DROP,
+                                               "hardware_probe": "off"}), probe=True).estimate("duration")
+    v, w = full.values, plain.values
+    assert v["hardware_probe_s"] > 0 and v["shapes_s"] > 0 and v["export_s"] > 0
+    assert w["hardware_probe_s"] == 0 and w["shapes_s"] == 0
+    parts = ("export_s", "tokenize_s", "calibrate_s", "evaluate_s", "latency_s", "hardware_probe_s", "shapes_s")
+    assert v["total_s"] > sum(v[k] for k in parts) and v["total_s"] > w["total_s"]
+    assert "hardware probe" in full.summary and "shape grid" in full.summary and "hardware probe" not in plain.summary
+
+
 def test_registry_has_every_stage_in_order():
     names = [d.name for d in ordered_checks()]
     assert names[:3] == ["files.model", "files.data", "files.output"]
