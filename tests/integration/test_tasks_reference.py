@@ -81,6 +81,9 @@ def test_ner_on_wnut(tmp_path):
     torch_f1 = f1_score([r["ner_tags"] for r in rows], preds, mode="strict", scheme=IOB2)
     assert result.fp32.value == pytest.approx(torch_f1, abs=0.005)
     assert 0.35 <= result.fp32.value <= 0.5
-    assert result.relative_drop <= 0.03
+    # with VNNI/AMX: 8-bit weights, drop <= 3% (as on every VNNI machine it ran on); without (AVX2): 7-bit weights (reduce_range, so
+    # vpmaddubsw's pair sums cannot saturate) cost more: measured 4.3% on a 2-core AMD EPYC (avx2) on 2026-12-07
+    reduced = result.report["quantization"]["config"].get("reduce_range")
+    assert result.relative_drop <= (0.05 if reduced else 0.03), (reduced, result.relative_drop)
     assert result.report["quantization"]["graph"]["quantized_weights"] > 0
     assert np.isfinite(result.quantized.value)

@@ -15,6 +15,7 @@ from quantkit.errors import EvaluationError, ExportError, ExportValidationError
 from quantkit.export import symbolic_axes
 from quantkit.fusion import compare_models, optimize_graph, ort_model_type, resolve_level
 from quantkit.graph import op_counts
+from quantkit.latency import MIN_DECISION_ROUNDS
 from quantkit.shapes import batch_invariance, check_shapes, dynamic_axes_report
 from quantkit.evaluation import OnnxRunner
 from quantkit.spec import DatasetSpec, LatencySpec, QuantizationConfig, ShapeGridSpec
@@ -219,10 +220,12 @@ def test_shape_grid_report(tiny_fp32, tiny_loaded, tiny_data_dir, tmp_path, data
     assert set(cells) == {(1, 16), (4, 16), (1, 64), (4, 64)}
     for c in cells.values():
         assert 0 <= c["agreement"] <= 1 and c["examples"] == 12 and c["max_abs_diff"] >= 0
-        interval = c["latency_ratio_interval"]  # median of per-round ratios (one round here)
+        interval = c["latency_ratio_interval"]  # median of per-round ratios, in-process sessions
         assert interval["low"] <= c["latency_ratio"] == interval["median"] <= interval["high"]
-        assert c["latency_ratio"] == pytest.approx(c["int8_p50_ms"] / c["fp32_p50_ms"])
-        assert c["timing_warning"].startswith("timings unreliable")  # one round cannot tell: said so
+        # `rounds: 1` asked, but a grid cell times the rounds a ratio needs (in-process rounds are cheap)
+        assert interval["rounds"] >= MIN_DECISION_ROUNDS
+        assert c["fp32_p50_ms"] > 0 and c["int8_p50_ms"] > 0
+        assert "timing_warning" not in c or c["timing_warning"].startswith("timings unreliable")
     assert cells[(4, 64)]["int8_batch_invariance"]["identical_predictions"] == 1.0  # static: fixed scales
     assert section["batch_invariance"]["fp32"]["max_abs_diff"] <= 1e-5
     assert section["dynamic_axes"]["batch_and_sequence_symbolic"] is True

@@ -303,7 +303,8 @@ def test_unknown_op_type_lists_what_the_backend_can_quantize(tmp_path: Path) -> 
     path = tmp_path / "spec.yaml"
     path.write_text("quantization: {approach: dynamic, op_types: [MatMul, Gathr]}\n", encoding="utf-8")
     with pytest.raises(SpecError, match=r"spec.yaml: quantization.op_types: 'Gathr' cannot be quantized by "
-                                        r"onnxruntime \(dynamic\); it can quantize: Attention, Conv, .*MatMul"):
+                                        r"onnxruntime \(dynamic\) \(did you mean 'Gather'\?\); it can quantize: "
+                                        r"Attention, Conv, .*MatMul"):
         load_spec(path)
     path.write_text("quantization: {approach: static, format: qdq, op_types: [Softmax]}\n", encoding="utf-8")
     with pytest.raises(SpecError, match=r"quantization.op_types: 'Softmax' cannot be quantized by onnxruntime "

@@ -33,7 +33,7 @@ def cfg(**kw) -> QuantizationConfig:
     return BASE.model_copy(update=kw)
 
 
-A, B, C, D = cfg(per_channel=True), cfg(per_channel=False), cfg(reduce_range=True), cfg(op_types=["MatMul", "Gather"])
+A, B, C, D = cfg(per_channel=True), cfg(per_channel=False), cfg(reduce_range=True), cfg(op_types=["MatMul"])
 E = cfg(weights_only_matmul=True)
 
 
