@@ -172,23 +172,17 @@ def _show_progress(on: bool) -> Iterator[None]:
     """Route ``quantkit.progress`` (one line per stage and timing round) to stderr, plain, TTY or not; with
     ``on`` False, silence it. Restored afterwards (the CLI may run in-process, e.g. under a test runner)."""
     log = logging.getLogger("quantkit.progress")
-    saved = (list(log.handlers), log.level, log.propagate)
-    for old in saved[0]:
-        log.removeHandler(old)
+    saved = (log.handlers[:], log.level, log.propagate)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("quantkit: %(message)s"))
-    if on:
-        log.addHandler(handler)
+    log.handlers = [handler] if on else []
     log.setLevel(logging.INFO if on else logging.WARNING)
     log.propagate = False
     try:
         yield
     finally:
-        log.removeHandler(handler)
-        for old in saved[0]:
-            log.addHandler(old)
-        log.setLevel(saved[1])
-        log.propagate = saved[2]
+        log.handlers, log.propagate = saved[0], saved[2]
+        log.setLevel(saved[1])  # (setLevel, not the attribute: it clears the loggers' level cache)
 _NoCheckOpt = Annotated[bool, typer.Option("--no-check", metavar="", help="Skip the pre-flight checks (quantkit check).")]
 _ResetTrialsOpt = Annotated[bool, typer.Option(
     "--reset-trials", metavar="", help="Move an unreadable trial database aside (timestamped backup), keep the trials that "

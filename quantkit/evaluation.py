@@ -17,7 +17,7 @@ from .errors import EvaluationError
 from .faults import fault_point
 from .executors.shards import ShardModel, run_shards
 from .graph import model_size_bytes
-from .latency import RuntimeStats, default_threads, measure_runtime
+from .latency import RuntimeStats, cpu_session, measure_runtime
 from .metrics import METRICS, MetricDef, compute_metric, to_predictions  # noqa: F401 (re-exported)
 from .spec import EvaluationSpec
 
@@ -37,13 +37,8 @@ class OnnxRunner:
     """An ONNX Runtime CPU session that runs :class:`TextDataset` batches."""
 
     def __init__(self, path: str | Path, threads: int | None = None) -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or default_threads()
-        options.inter_op_num_threads = 1
         try:
-            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            self.session = cpu_session(path, threads)
         except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
             raise EvaluationError(f"ONNX Runtime cannot load {path}: {exc}") from exc
         self.input_names = [i.name for i in self.session.get_inputs()]

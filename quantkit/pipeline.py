@@ -27,7 +27,7 @@ from .executors import use_executor
 from .export import ExportedModel, export_onnx
 from .fusion import optimize_graph, resolve_level
 from .hardware import detect_target, hardware_profile
-from .latency import Timer, add_timing, side_by_side
+from .latency import Rounds, Timer, add_timing, side_by_side
 from .models import LoadedModel
 from .probe import ProbeResult, probe_fusion
 from .report import build_report
@@ -226,7 +226,7 @@ def quantize_model(job: Job, source: ExportedModel, output: Path, *, calibration
     )
 
 
-def _probe_rounds(job: Job, quantized: QuantizedModel) -> Any:
+def _probe_rounds(job: Job, quantized: QuantizedModel) -> Rounds | None:
     """The probe's FP32 and int8 rounds when the model being shipped is the one the probe timed (same shape,
     threads and runs per round: the probe times ``evaluation.latency``), else None."""
     probe = job.probe
@@ -234,8 +234,6 @@ def _probe_rounds(job: Job, quantized: QuantizedModel) -> Any:
         return None
     if Path(job.probe_builds[probe.chosen][2].path) != Path(quantized.path):
         return None
-    from .latency import Rounds
-
     return Rounds({"fp32": list(probe.rounds.times["fp32"]), "int8": list(probe.rounds.times[probe.chosen])})
 
 

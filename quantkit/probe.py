@@ -169,9 +169,8 @@ def run_probe(
         choice=choice, status="measured", default=default, chosen=chosen, reason=reason, options=list(options),
         vs_fp32={n: rounds.ratio(n, "fp32").to_dict() for n in options},
         vs_default={o: e.to_dict() for o, e in vs_default.items()}, key=key,
-        measured_on={k: key_parts[k] for k in ("cpu", "onnxruntime", "shape") if k in key_parts},
+        measured_on={k: key_parts[k] for k in ("cpu", "onnxruntime", "shape") if k in key_parts}, rounds=rounds,
     )
-    result.rounds = rounds
     logger.info("%s probe: %s", choice, reason)
     if cache is not None:
         cache.put(key, result.to_dict())
@@ -188,11 +187,14 @@ def fusion_probe_default(spec: Any, model_type: str | None) -> str | None:
     return None if default == "none" else default  # only dynamic int8 of a supported encoder has levels to time
 
 
+def _probe_off(spec: Any) -> bool:
+    """``hardware_probe: off``, or ``QUANTKIT_HARDWARE_PROBE=off`` in the environment."""
+    return spec.hardware_probe == "off" or os.environ.get("QUANTKIT_HARDWARE_PROBE") == "off"
+
+
 def will_probe(spec: Any, model_type: str | None) -> bool:
     """Whether a run of ``spec`` times the fusion levels on this CPU (unless a cached verdict exists)."""
-    if fusion_probe_default(spec, model_type) is None:
-        return False
-    if spec.hardware_probe == "off" or os.environ.get("QUANTKIT_HARDWARE_PROBE") == "off":
+    if fusion_probe_default(spec, model_type) is None or _probe_off(spec):
         return False
     return spec.hardware == "auto" or spec.hardware == detect_target(cpu_info())
 
@@ -218,7 +220,7 @@ def probe_fusion(
     default = fusion_probe_default(spec, model_type)
     if default is None:
         return None
-    if spec.hardware_probe == "off" or os.environ.get("QUANTKIT_HARDWARE_PROBE") == "off":
+    if _probe_off(spec):
         return ProbeResult("export.optimize", "skipped", default, default,
                            "hardware_probe: off (or QUANTKIT_HARDWARE_PROBE=off): the table decides")
     if not matches_this_cpu:

@@ -12,7 +12,6 @@ attributes and methods of :class:`Backend`, asked through :func:`backend_class`.
 from __future__ import annotations
 
 import difflib
-
 import logging
 import time
 from abc import ABC, abstractmethod
@@ -112,8 +111,8 @@ class Backend(ABC):
         if known is not None and (unknown := [t for t in config.op_types if t not in known]):
             how = f"{config.approach}" + (f" {config.quant_format}" if config.approach == "static" else "")
             close = {t: m[0] for t in unknown if (m := difflib.get_close_matches(t, sorted(known), n=1, cutoff=0.75))}
-            guess = (f" (did you mean {next(iter(close.values()))!r}?)" if len(unknown) == 1 and close else
-                     " (did you mean " + ", ".join(f"{m!r} for {t!r}" for t, m in close.items()) + "?)" if close else "")
+            hints = [repr(m) if len(unknown) == 1 else f"{m!r} for {t!r}" for t, m in close.items()]
+            guess = f" (did you mean {', '.join(hints)}?)" if hints else ""
             issues.append(("quantization.op_types", f"{', '.join(map(repr, unknown))} cannot be quantized by "
                            f"{cls.name} ({how}){guess}; it can quantize: {', '.join(sorted(known))}"))
         return issues[:1]

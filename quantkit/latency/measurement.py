@@ -33,6 +33,7 @@ __all__ = [
     "SessionTimer",
     "SubprocessTimer",
     "busy_warning",
+    "cpu_session",
     "default_threads",
     "measure_once",
     "measure_runtime",
@@ -87,6 +88,17 @@ class RuntimeStats:
         return asdict(self)
 
 
+def cpu_session(path: str | Path, threads: int | None = None) -> Any:
+    """An ONNX Runtime CPU session with ``threads`` intra-op threads (default: physical cores) and one inter-op
+    thread: how quantkit runs every model it times or evaluates."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or default_threads()
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
 def synthetic_feeds(session: Any, batch: int, seq: int, vocab: int) -> dict[str, np.ndarray]:
     """Inputs of the timed runs: random token ids (seed 0, above the special tokens), full attention masks."""
     rng = np.random.default_rng(0)
@@ -103,7 +115,6 @@ def synthetic_feeds(session: Any, batch: int, seq: int, vocab: int) -> dict[str,
 
 def probe(path: str, batch: int, seq: int, threads: int, warmup: int, repeats: int, vocab: int) -> dict[str, Any]:
     """Runs in the child process: load, warm up, time, and read peak RSS; a :class:`RuntimeStats` as a dict."""
-    import onnxruntime as ort
 
     def status_mb(name: str) -> float:
         # VmHWM/VmRSS belong to this process image (ru_maxrss would include the parent's peak,
@@ -118,11 +129,8 @@ def probe(path: str, batch: int, seq: int, threads: int, warmup: int, repeats: i
         return status_mb("VmRSS")
 
     before = rss_mb()
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
     start = time.perf_counter()
-    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    session = cpu_session(path, threads)
     load_s = time.perf_counter() - start
     feeds = synthetic_feeds(session, batch, seq, vocab)
     for _ in range(warmup):
@@ -262,23 +270,19 @@ class SessionTimer:
         self.batch_size, self.sequence_length = batch_size, sequence_length
         self.threads = threads or default_threads()
         self.warmup, self.repeats, self.vocab_size = warmup, repeats, vocab_size
-        #: path -> InferenceSession, shareable between timers of several shapes.
+        #: path -> InferenceSession (:func:`cpu_session`), shareable between timers of several shapes and with
+        #: sessions already open for evaluation.
         self.sessions = sessions if sessions is not None else {}
-
-    def _session(self, path: Path) -> Any:
-        key = str(path)
-        if key not in self.sessions:
-            import onnxruntime as ort
-
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = self.threads
-            options.inter_op_num_threads = 1
-            self.sessions[key] = ort.InferenceSession(key, options, providers=["CPUExecutionProvider"])
-        return self.sessions[key]
+        self._feeds: dict[str, dict[str, np.ndarray]] = {}
 
     def __call__(self, label: str, path: Path) -> float:
-        session = self._session(path)
-        feeds = synthetic_feeds(session, self.batch_size, self.sequence_length, self.vocab_size)
+        key = str(path)
+        if key not in self.sessions:
+            self.sessions[key] = cpu_session(key, self.threads)
+        session = self.sessions[key]
+        if key not in self._feeds:  # the same inputs every round
+            self._feeds[key] = synthetic_feeds(session, self.batch_size, self.sequence_length, self.vocab_size)
+        feeds = self._feeds[key]
         for _ in range(self.warmup):
             session.run(None, feeds)
         times = []
