@@ -119,9 +119,12 @@ def load_rows(ds: DatasetSpec, key: str, columns: Any = None) -> Any:
                 if fmt is None:
                     raise DataError(
                         f"{key}.path: cannot tell the format of {path.name}; "
-                        "expected a .json, .jsonl, .csv or .parquet file"
+                        "expected a .json, .jsonl, .csv, .parquet, .txt or .raw file"
                     )
-                dset = datasets.load_dataset(fmt, data_files=str(path), split="train")
+                # A text file is one document (column "text"): a causal LM's evaluation text, cut into windows
+                # by its task.
+                extra = {"sample_by": "document"} if fmt == "text" else {}
+                dset = datasets.load_dataset(fmt, data_files=str(path), split="train", **extra)
         else:
             dset = datasets.load_dataset(ds.path, ds.name, split=ds.split, revision=ds.revision)
     except DataError:

@@ -16,6 +16,7 @@ from .tasks.base import Predictions
 from .errors import EvaluationError
 from .faults import fault_point
 from .executors.shards import ShardModel, run_shards
+from .feeds import complete_feeds, fillable
 from .graph import model_size_bytes
 from .latency import RuntimeStats, cpu_session, measure_runtime
 from .metrics import METRICS, MetricDef, compute_metric, to_predictions  # noqa: F401 (re-exported)
@@ -41,14 +42,20 @@ class OnnxRunner:
             self.session = cpu_session(path, threads)
         except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
             raise EvaluationError(f"ONNX Runtime cannot load {path}: {exc}") from exc
-        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.inputs = self.session.get_inputs()
+        self.input_names = [i.name for i in self.inputs]
         self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def feeds(self, data: TextDataset, start: int, stop: int) -> dict[str, np.ndarray]:
+        """Rows ``start:stop`` as this graph's feeds (a decoder's positions and empty cache added)."""
+        names = [n for n in self.input_names if n in data.inputs or not fillable(n)]
+        return complete_feeds(self.inputs, data.batch(start, stop, names))
 
     def predict(self, data: TextDataset, batch_size: int, progress: Any | None = None) -> np.ndarray:
         """The first output of every batch, concatenated (all batches must share its trailing shape)."""
         outputs = []
-        for batch in data.batches(batch_size, self.input_names):
-            outputs.append(self.session.run(None, batch)[0])
+        for start in range(0, len(data), batch_size):
+            outputs.append(self.session.run(None, self.feeds(data, start, start + batch_size))[0])
             if progress is not None:
                 progress.update(len(outputs[-1]))
         return np.concatenate(outputs)
@@ -68,7 +75,7 @@ class OnnxRunner:
             raise EvaluationError(f"the ONNX model has outputs {self.output_names}; {task.name} needs {missing}")
         parts, raws = [], []
         for start in range(0, len(data), batch_size):
-            feeds = data.batch(start, start + batch_size, self.input_names)
+            feeds = self.feeds(data, start, start + batch_size)
             outs = dict(zip(self.output_names, self.session.run(None, feeds)))
             parts.append(task.predict_batch(outs, feeds, data, start))
             if raw:

@@ -265,8 +265,8 @@ def resolve_quantization(config: Any, profile: HardwareProfile) -> tuple[Any, di
     something for the config's approach are touched: dynamic activations are always uint8, ``format``
     is static-only, and a backend with a fixed scheme (``takes_hardware_defaults`` false) takes none.
     """
-    if not backend_class(config.backend).takes_hardware_defaults:
-        return config, {}
+    if not backend_class(config.backend).takes_hardware_defaults or config.approach == "weight_only":
+        return config, {}  # a fixed scheme; weight-only settings are its own section
     chosen: dict[str, Any] = {}
     for key, value in profile.defaults.items():
         if key in config.model_fields_set:

@@ -12,7 +12,8 @@ from .errors import ModelLoadError, SpecError, SpecIssue
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LoadedModel", "load_model", "infer_task", "canonical_model_task", "head_mismatch", "model_folder"]
+__all__ = ["LoadedModel", "load_model", "infer_task", "canonical_model_task", "head_mismatch", "model_folder",
+           "gguf_source"]
 
 
 @dataclass
@@ -38,12 +39,35 @@ class LoadedModel:
         return sum(p.numel() for p in self.model.parameters())
 
 
+def gguf_source(name_or_path: str) -> tuple[str, str] | None:
+    """(folder, file name) when the model is a GGUF file (a ``.gguf`` path, or a folder holding one GGUF and no
+    config.json), else None. transformers dequantizes it to float32 on load (needs the ``gguf`` package)."""
+    path = Path(name_or_path).expanduser()
+    if path.is_file() and path.suffix.lower() == ".gguf":
+        return str(path.parent), path.name
+    if path.is_dir() and not (path / "config.json").is_file():
+        files = sorted(p.name for p in path.glob("*.gguf"))
+        if len(files) > 1:
+            raise ModelLoadError(f"{name_or_path}: {len(files)} GGUF files ({', '.join(files)}); name one of them "
+                                 "as the model path")
+        if files:
+            return str(path), files[0]
+    return None
+
+
 def _load_config(name_or_path: str, revision: str | None, trust_remote_code: bool) -> Any:
     from transformers import AutoConfig
 
+    gguf = gguf_source(name_or_path)
     try:
+        if gguf is not None:
+            return AutoConfig.from_pretrained(gguf[0], gguf_file=gguf[1])
         return AutoConfig.from_pretrained(name_or_path, revision=revision, trust_remote_code=trust_remote_code)
-    except ValueError as exc:
+    except (ValueError, KeyError, ImportError) as exc:
+        if gguf is not None:
+            raise ModelLoadError(f"{name_or_path}: the installed transformers cannot read this GGUF file: "
+                                 f"{type(exc).__name__}: {exc}", hint="GGUF needs `pip install gguf`, and an "
+                                 "architecture transformers' GGUF loader knows (llama, qwen2/3, gemma3, phi3, ...)") from None
         if "trust_remote_code" in str(exc):
             raise ModelLoadError(
                 f"{name_or_path}: the model needs its own code to load; "
@@ -123,6 +147,23 @@ def model_folder(name_or_path: str, revision: str | None = None, files: tuple[st
         return None
 
 
+def _load_gguf(auto_cls: Any, folder: str, file: str, **load_options: Any) -> tuple[Any, Any]:
+    """A GGUF file as a float32 transformers model and its tokenizer; the GGUF quantization record is dropped
+    from the config (the weights are dequantized), so the config saves like any other."""
+    import torch
+    from transformers import AutoTokenizer
+
+    load_options.setdefault("dtype", torch.float32)
+    model = auto_cls.from_pretrained(folder, gguf_file=file, **load_options)
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=file)
+    for holder in (model.config, model):
+        if getattr(holder, "quantization_config", None) is not None:
+            delattr(holder, "quantization_config")
+    model.hf_quantizer = None
+    model.config.name_or_path = str(Path(folder) / file)
+    return model, tokenizer
+
+
 def load_model(
     name_or_path: str,
     *,
@@ -161,14 +202,18 @@ def load_model(
                        f"supported: {', '.join(supported)}")]
         )
     auto_cls = getattr(transformers, get_task(task).auto_model)
+    gguf = gguf_source(name_or_path)
     try:
-        model = auto_cls.from_pretrained(
-            name_or_path, revision=revision, trust_remote_code=trust_remote_code, **load_options
-        )
-        tokenizer = AutoTokenizer.from_pretrained(
-            name_or_path, revision=revision, trust_remote_code=trust_remote_code
-        )
-    except (OSError, ValueError) as exc:
+        if gguf is not None:
+            model, tokenizer = _load_gguf(auto_cls, *gguf, **load_options)
+        else:
+            model = auto_cls.from_pretrained(
+                name_or_path, revision=revision, trust_remote_code=trust_remote_code, **load_options
+            )
+            tokenizer = AutoTokenizer.from_pretrained(
+                name_or_path, revision=revision, trust_remote_code=trust_remote_code
+            )
+    except (OSError, ValueError, ImportError) as exc:
         raise ModelLoadError(f"{name_or_path}: cannot load model or tokenizer: {exc}") from None
     model.eval()
     logger.info("loaded %s (%s, task %s)", name_or_path, config.model_type, task)

@@ -45,8 +45,10 @@ def calibration_used(spec: QuantizationSpec) -> bool:
     that runs forward passes for every approach."""
     if spec.data.calibration is None:
         return False
-    backend = spec.quantization.backend
-    return static_used(spec) or (backend in BACKENDS and backend_class(backend).reads_calibration_always)
+    backend, q = spec.quantization.backend, spec.quantization
+    calibrated_weights = q.approach == "weight_only" and q.weights.needs_calibration
+    return static_used(spec) or calibrated_weights or (backend in BACKENDS and
+                                                       backend_class(backend).reads_calibration_always)
 
 
 def search_backends(spec: QuantizationSpec) -> set[str]:

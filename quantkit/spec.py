@@ -16,6 +16,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .spec_weights import WeightOnlySpec
+
 
 __all__ = [
     "SPEC_VERSION",
@@ -40,6 +42,7 @@ __all__ = [
     "EXECUTOR_TYPES",
     "QuantizationSpec",
     "KeyedError",
+    "WeightOnlySpec",
     "validate_repo_id",
     "looks_like_repo_id",
     "looks_local",
@@ -56,7 +59,8 @@ OptimizeLevel = Literal["auto", "none", "basic", "extended", "transformer-noskip
 #: Hardware targets (hardware:); see quantkit.hardware.
 HardwareTarget = Literal["auto", "avx2", "avx512", "avx512_vnni", "avx_vnni", "amx", "arm64"]
 
-DATA_FILE_FORMATS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
+DATA_FILE_FORMATS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet", ".txt": "text",
+                     ".raw": "text"}
 
 #: Metric name → whether a higher value is better. All shipped metrics are.
 METRICS_HIGHER_IS_BETTER: dict[str, bool] = {
@@ -70,10 +74,13 @@ METRICS_HIGHER_IS_BETTER: dict[str, bool] = {
     "agreement": True,
     "exact_match": True,
     "cosine": True,
+    "perplexity": False,
+    "kl_divergence": False,
+    "top1_agreement": True,
 }
 MetricName = Literal[
     "accuracy", "f1", "precision", "recall", "matthews_correlation", "pearson", "spearman", "agreement",
-    "exact_match", "cosine",
+    "exact_match", "cosine", "perplexity", "kl_divergence", "top1_agreement",
 ]
 
 
@@ -172,6 +179,15 @@ class TaskOptionsSpec(_Spec):
     null_score_diff_threshold: float = Field(
         0.0, description="question-answering, v2: answer nothing when the no-answer score beats the best span by more."
     )
+    stride: int | None = Field(
+        None, ge=1, description="text-generation: tokens between the starts of perplexity windows (each window scores "
+        "the tokens no earlier one did); default: data.max_length (no overlap). Smaller: more context per scored token, "
+        "more compute.",
+    )
+    kl_top_k: int = Field(
+        64, ge=1, le=4096, description="text-generation: FP32's most likely next tokens over which kl_divergence is "
+        "computed exactly (all others are one bucket: a lower bound of the full KL).",
+    )
 
 
 # --------------------------------------------------------------------------- model
@@ -258,10 +274,15 @@ class CalibrationSpec(_Spec):
 
 class QuantizationConfig(_Spec):
     backend: str = Field("onnxruntime", description="Quantization backend (see `quantkit backends`).")
-    approach: Literal["dynamic", "static", "qat"] = Field(
+    approach: Literal["dynamic", "static", "qat", "weight_only"] = Field(
         "dynamic",
         description="dynamic: activations quantized at run time; static: ranges from calibration; "
-        "qat: quantization-aware training (backend neural-compressor, settings in the `qat` section).",
+        "qat: quantization-aware training (backend neural-compressor, settings in the `qat` section); "
+        "weight_only: int4/int8 weight blocks, float activations (causal LMs; settings in `weight_only`).",
+    )
+    weight_only: WeightOnlySpec | None = Field(
+        None, description="approach: weight_only: bits, block size, algorithm, embeddings and lm_head precision "
+        "(defaults when omitted).",
     )
     format: Literal["qdq", "qoperator"] | None = Field(
         None,
@@ -328,9 +349,16 @@ class QuantizationConfig(_Spec):
                 )
             if self.symmetric_activations is not None:
                 raise ValueError("symmetric_activations: only for approach: static (ranges come from calibration)")
+        if self.weight_only is not None and self.approach != "weight_only":
+            raise ValueError("weight_only: only used with approach: weight_only")
         if len(set(self.op_types)) != len(self.op_types):
             raise ValueError("op_types: operator types must not repeat")
         return self
+
+    @property
+    def weights(self) -> WeightOnlySpec:
+        """The weight-only settings (their defaults when the section is omitted)."""
+        return self.weight_only or WeightOnlySpec()
 
     @property
     def quant_format(self) -> str:
@@ -345,7 +373,8 @@ class QuantizationConfig(_Spec):
 # --------------------------------------------------------------------------- data
 class DatasetSpec(_Spec):
     path: str = Field(
-        description="A local .json/.jsonl/.csv/.parquet file (relative to the spec file) or a Hub dataset id."
+        description="A local .json/.jsonl/.csv/.parquet file, or a .txt/.raw text (text-generation: one document), "
+        "relative to the spec file; or a Hub dataset id."
     )
     name: str | None = Field(None, description="Hub dataset configuration (e.g. `sst2` of `glue`).")
     split: str = Field("train", description="Split to read (local files have a single `train` split).")
@@ -701,6 +730,10 @@ class QuantizationSpec(_Spec):
             raise KeyedError("data.calibration", "required by approach: qat (the training data)")
         if self.qat is not None and self.quantization.approach != "qat":
             raise KeyedError("qat", "only used with quantization.approach: qat")
+        q = self.quantization
+        if q.approach == "weight_only" and q.weights.needs_calibration and self.data.calibration is None:
+            raise KeyedError("data.calibration", f"required by weight_only.algorithm: {q.weights.algorithm} "
+                             "(calibration text, e.g. a .txt file)")
         static_searched = self.tuning is not None and "static" in self.tuning.space.get("approach", [])
         if (self.quantization.approach == "static" or static_searched) and self.data.calibration is None:
             raise KeyedError(
@@ -713,6 +746,9 @@ class QuantizationSpec(_Spec):
             raise KeyedError("task_options.doc_stride",
                               f"{stride} must be at most half of data.max_length "
                               f"{self.data.max_length} (windows overlap by that many tokens)")
+        if self.task_options.stride is not None and self.task_options.stride > self.data.max_length:
+            raise KeyedError("task_options.stride", f"{self.task_options.stride} is larger than data.max_length "
+                             f"{self.data.max_length} (windows would leave tokens unscored)")
         if self.evaluation.shapes is not None and "sequence" not in self.export.dynamic_axes:
             if self.evaluation.shapes.sequence_lengths != [self.data.max_length]:
                 raise KeyedError("evaluation.shapes.sequence_lengths",

@@ -179,9 +179,17 @@ class OnnxRuntimeBackend(Backend):
     """``onnxruntime.quantization``: IntegerOps dynamic, QDQ or QOperator static."""
 
     name = "onnxruntime"
+    approaches = frozenset({"dynamic", "static", "weight_only"})
 
     def _quantize(self, request: QuantizeRequest) -> float | None:
         config, output_path, workdir = request.config, request.output_path, request.workdir
+        if config.approach == "weight_only":
+            from .weight_only import quantize_weight_only
+
+            calibration_s, details = quantize_weight_only(Path(request.fp32.path), output_path, config.weights,
+                                                          request.calibration)
+            self.details.update(details)
+            return calibration_s
         calibration, progress, model = request.calibration, request.progress, request.fp32
         workdir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="ort-quant-", dir=workdir) as tmp:
@@ -225,7 +233,10 @@ class OnnxRuntimeBackend(Backend):
 
     def ort_config(self, config: QuantizationConfig, opset: int) -> dict[str, Any] | None:
         """``ort_config.json``: the config in the layout of optimum-onnx's ``ORTConfig.to_dict()`` (what
-        ``ORTModel`` reads beside the model), written without importing optimum-onnx."""
+        ``ORTModel`` reads beside the model), written without importing optimum-onnx. None for weight-only
+        quantization, which ``ORTConfig`` cannot describe."""
+        if config.approach == "weight_only":
+            return None
         static = config.approach == "static"
         fmt = QuantFormat.QDQ if static and config.quant_format == "qdq" else QuantFormat.QOperator
         return {

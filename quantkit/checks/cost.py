@@ -448,8 +448,10 @@ def check_duration(ctx: CheckContext) -> list[Problem]:
 
 @check("cost.int8", stage="cost")
 def check_int8_speed(ctx: CheckContext) -> list[Problem]:
-    """Whether int8 is expected to be faster than FP32 on this CPU (ISA detection + the timed probe)."""
-
+    """Whether int8 is expected to be faster than FP32 on this CPU (ISA detection + the timed probe). Weight-only
+    quantization is not int8 x int8 arithmetic (its speed comes from reading fewer weight bytes): not probed."""
+    if ctx.spec.quantization.approach == "weight_only":
+        return []
     cpu = cpu_info()
     probe = _probe(ctx)
     isa = ", ".join(cpu.features) or "none of the int8 features"

@@ -62,6 +62,9 @@ def _read_local(path: Path, fmt: str) -> Any:
         import pyarrow.csv as pcsv
 
         return pcsv.read_csv(path)
+    if fmt == "text":  # one document, as quantkit.data reads it
+        with open(path, encoding="utf-8") as f:
+            return pa.Table.from_pydict({"text": [f.read()]})
     import pyarrow.json as pj
 
     try:
@@ -92,8 +95,9 @@ def get_rows(ctx: CheckContext, key: str, ds: DatasetSpec) -> Memo:
                 table = _read_local(path, ds.file_format)
             except Exception as exc:  # noqa: BLE001 - pyarrow/json raise many types
                 msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                return Memo(None, [error(f"{key}.path", f"cannot parse {path.name} as {ds.file_format}: {msg}",
-                                         "fix the file: one JSON object per line for .jsonl, a header row for .csv")])
+                fix = ("use a UTF-8 text file" if ds.file_format == "text" else
+                       "fix the file: one JSON object per line for .jsonl, a header row for .csv")
+                return Memo(None, [error(f"{key}.path", f"cannot parse {path.name} as {ds.file_format}: {msg}", fix)])
             if table.num_rows == 0:
                 return Memo(None, [error(f"{key}.path", f"{path.name} has no rows")])
             return Memo(TableView(path.name, list(table.column_names), table.num_rows, table))

@@ -178,6 +178,11 @@ class QuantkitExporter(Exporter):
 
     @classmethod
     def supported_tasks(cls, model_type: str) -> list[str]:
+        from ..tasks import TASKS
+        from .decoder import DECODER_FAMILIES
+
+        if model_type in DECODER_FAMILIES:  # causal LMs: the tasks whose graph carries a KV cache
+            return sorted(t for t in TASKS.names() if getattr(TASKS.get(t), "kv_cache", False))
         model_type = _normal(model_type)
         if model_type not in ENCODER_FAMILIES:
             return []
@@ -192,6 +197,10 @@ class QuantkitExporter(Exporter):
         from ..tasks import task_for
 
         model, task = loaded.model, task_for(loaded.task, loaded.config)
+        if getattr(task, "kv_cache", False):
+            from .decoder import export_decoder
+
+            return export_decoder(loaded, folder, opset)
         names = graph_inputs(model, loaded.tokenizer)
         vocab = int(getattr(loaded.config, "vocab_size", 1000) or 1000)
         max_pos = int(getattr(loaded.config, "max_position_embeddings", 512) or 512)

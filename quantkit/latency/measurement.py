@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import EvaluationError
+from ..feeds import complete_feeds, fillable
 
 if TYPE_CHECKING:
     from ..spec import LatencySpec
@@ -108,9 +109,9 @@ def synthetic_feeds(session: Any, batch: int, seq: int, vocab: int) -> dict[str,
             feeds[inp.name] = rng.integers(1000 if vocab > 2000 else 1, vocab, size=(batch, seq), dtype=np.int64)
         elif inp.name == "token_type_ids":
             feeds[inp.name] = np.zeros((batch, seq), dtype=np.int64)
-        else:
+        elif not fillable(inp.name):
             feeds[inp.name] = np.ones((batch, seq), dtype=np.int64)
-    return feeds
+    return complete_feeds(session.get_inputs(), feeds)
 
 
 def probe(path: str, batch: int, seq: int, threads: int, warmup: int, repeats: int, vocab: int) -> dict[str, Any]:

@@ -15,13 +15,14 @@ from .base import Columns, MetricInfo, Predictions, RowProblem, Task
 from .feature_extraction import FeatureExtraction
 from .question_answering import QuestionAnswering
 from .text_classification import TextClassification
+from .text_generation import TextGeneration
 from .token_classification import TokenClassification
 
 __all__ = ["TASKS", "Task", "Columns", "MetricInfo", "Predictions", "RowProblem", "get_task",
            "task_names", "canonical_task", "infer_task_from_architectures", "task_for", "all_metric_names"]
 
 TASKS: Registry[type[Task]] = Registry("task")
-for _cls in (TextClassification, TokenClassification, FeatureExtraction, QuestionAnswering):
+for _cls in (TextClassification, TokenClassification, FeatureExtraction, QuestionAnswering, TextGeneration):
     TASKS.register(_cls.name)(_cls)
 
 _ALIASES = {alias: cls.name for name in TASKS.names() for cls in [TASKS.get(name)] for alias in cls.aliases}
