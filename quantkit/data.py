@@ -171,8 +171,9 @@ def encode(
     """
     columns = task.columns(ds)
     with_labels = columns.label is not None if labelled is None else labelled and columns.label is not None
-    return task.encode(rows, tokenizer, columns, key=key, max_length=max_length, padding=padding,
+    data = task.encode(rows, tokenizer, columns, key=key, max_length=max_length, padding=padding,
                        labelled=with_labels)
+    return task.limit(data, ds.limit) if ds.limit is not None else data
 
 
 def load_text_dataset(

@@ -56,10 +56,16 @@ def build_report(
 ) -> dict[str, Any]:
     """The report of one run (the timing, shapes and tuning sections are added by the pipeline)."""
     loaded, spec = run.loaded, run.spec
-    result = {
-        "relative_drop": (fp32_eval.value - q_eval.value) / abs(fp32_eval.value) if fp32_eval.value else 0.0,
+    worse = fp32_eval.value - q_eval.value if spec.evaluation.higher_is_better else q_eval.value - fp32_eval.value
+    result: dict[str, Any] = {
+        # degradation relative to FP32 (positive: worse), whichever way the metric points
+        "relative_drop": worse / abs(fp32_eval.value) if fp32_eval.value else 0.0,
         "size_ratio": q_eval.size_bytes / fp32_eval.size_bytes,
     }
+    scores = {"fp32": run.task.extra_scores(fp32_eval.predictions, fp32_eval.predictions, evaluation),
+              "quantized": run.task.extra_scores(q_eval.predictions, fp32_eval.predictions, evaluation)}
+    if scores["fp32"]:
+        result["scores"] = scores
     if fp32_eval.runtime and q_eval.runtime:
         result["latency_ratio_p50"] = q_eval.runtime.p50_ms / fp32_eval.runtime.p50_ms
     return {

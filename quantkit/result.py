@@ -43,9 +43,14 @@ class QuantizationResult:
 
     @property
     def relative_drop(self) -> float:
-        """(FP32 − quantized) / |FP32| for higher-is-better metrics; negative means it improved."""
+        """How much worse the quantized model scores, relative to FP32: (FP32 − quantized) / |FP32| for
+        higher-is-better metrics, (quantized − FP32) / |FP32| for lower-is-better ones (perplexity); negative means
+        it improved."""
         base = self.fp32.value
-        return (base - self.quantized.value) / abs(base) if base else 0.0
+        if not base:
+            return 0.0
+        higher = (self.report.get("evaluation") or {}).get("higher_is_better", True)
+        return ((base - self.quantized.value) if higher else (self.quantized.value - base)) / abs(base)
 
     @property
     def latency_ratio(self) -> float | None:
@@ -115,9 +120,12 @@ class QuantizationResult:
 
     def summary_rows(self) -> list[tuple[str, str, str, str]]:
         """(row, FP32, quantized, ratio) — the table the CLI prints."""
-        rows = [
-            (self.metric, f"{self.fp32.value:.4f}", f"{self.quantized.value:.4f}", f"{-self.relative_drop:+.2%}"),
-        ]
+        change = (self.quantized.value - self.fp32.value) / abs(self.fp32.value) if self.fp32.value else 0.0
+        rows = [(self.metric, f"{self.fp32.value:.4f}", f"{self.quantized.value:.4f}", f"{change:+.2%}")]
+        scores = (self.report.get("result") or {}).get("scores") or {}
+        for name in ("kl_divergence", "top1_agreement"):
+            if name != self.metric and name in scores.get("quantized", {}):
+                rows.append((f"{name} vs FP32", f"{scores['fp32'][name]:.4f}", f"{scores['quantized'][name]:.4f}", ""))
         if self.fp32.runtime and self.quantized.runtime:
             f, q = self.fp32.runtime, self.quantized.runtime
             shape = f"b{f.batch_size}×s{f.sequence_length}, {f.threads} thr"

@@ -14,7 +14,9 @@ one result out; a list in, a list out):
   aggregation); ``words=[...]`` tags pre-split words instead (``{"word", "entity", "score"}`` per word);
 - feature-extraction: the sentence embedding, pooled (and normalised) as the artifact's task says
   (``[hidden]`` for a text, ``[n, hidden]`` for a list);
-- question-answering: ``{"answer", "score", "start", "end"}`` from ``question=`` / ``context=`` (or dicts).
+- question-answering: ``{"answer", "score", "start", "end"}`` from ``question=`` / ``context=`` (or dicts);
+- text-generation: ``{"generated_text"}`` (prompt + continuation) per prompt; :meth:`Runtime.generate` returns
+  the continuation with its speed, :meth:`Runtime.stream` yields it piece by piece (:mod:`quantkit.generation`).
 
 Inputs are tokenized in batches of ``batch_size`` examples, truncated to ``max_length`` tokens and padded
 to the longest of the batch; ONNX Runtime runs on ``threads`` intra-op threads (default: the physical
@@ -32,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ArtifactNotFoundError, EvaluationError
+from .feeds import is_past
 
 logger = logging.getLogger(__name__)
 
@@ -129,8 +132,42 @@ class Runtime:
         missing = [n for n in self.input_names if n not in feeds]
         if missing:
             raise EvaluationError(f"the model needs inputs {missing}; got {sorted(feeds)}")
-        outs = self.session.run(None, {n: np.ascontiguousarray(feeds[n], dtype=np.int64) for n in self.input_names})
-        return dict(zip(self.output_names, outs))
+        cast = {n: np.ascontiguousarray(feeds[n], dtype=np.float32 if is_past(n) else np.int64)
+                for n in self.input_names}
+        return dict(zip(self.output_names, self.session.run(None, cast)))
+
+    # ------------------------------------------------------------------ text generation
+    def _generator(self) -> Any:
+        from .generation import Generator
+
+        if not getattr(self.task, "kv_cache", False):
+            raise TypeError(f"{self.task.name} artifacts do not generate; call the runtime like a pipeline")
+        eos = getattr(self.config, "eos_token_id", None)
+        return Generator(self.session, self.tokenizer, eos if isinstance(eos, list) else [eos] if eos is not None
+                         else [])
+
+    def generate(self, prompt: str, *, max_new_tokens: int = 64, do_sample: bool = False, temperature: float = 1.0,
+                 top_k: int = 50, top_p: float = 1.0, seed: int | None = None, stop: Any = (),
+                 details: bool = False) -> Any:
+        """The continuation of ``prompt`` (greedy unless ``do_sample``); ``details=True`` returns the
+        :class:`~quantkit.generation.Generated` record (token ids, stop reason, prefill and decode tokens/s)."""
+        from .generation import GenerationConfig
+
+        config = GenerationConfig(max_new_tokens, do_sample, temperature, top_k, top_p, seed,
+                                  (stop,) if isinstance(stop, str) else tuple(stop))
+        out = self._generator().generate(prompt, config)
+        return out if details else out.text
+
+    def stream(self, prompt: str, **options: Any) -> Any:
+        """Yield the continuation of ``prompt`` piece by piece as tokens are generated (options as
+        :meth:`generate`)."""
+        from .generation import GenerationConfig
+
+        stop = options.pop("stop", ())
+        config = GenerationConfig(**options, stop=(stop,) if isinstance(stop, str) else tuple(stop))
+        for piece, _ in self._generator().stream(prompt, config):
+            if piece:
+                yield piece
 
     def _run_trimmed(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run one batch cut to its longest row (what a pipeline feeds one example at a time); sequence
@@ -154,6 +191,10 @@ class Runtime:
         ``batch_size`` examples; other keywords go to the task's post-processing (``top_k``)."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if getattr(self.task, "kv_cache", False):  # a pipeline("text-generation") call: prompt + continuation
+            prompts = [inputs] if isinstance(inputs, str) else list(inputs or [])
+            results = [[{"generated_text": p + self.generate(p, **kwargs)}] for p in prompts]
+            return results[0] if isinstance(inputs, str) else results
         call_keys = {"question", "context", "words"}
         examples, single = self.task.serve_examples(inputs, {k: v for k, v in kwargs.items() if k in call_keys})
         options = {k: v for k, v in kwargs.items() if k not in call_keys}

