@@ -13,7 +13,7 @@ from .errors import ModelLoadError, SpecError, SpecIssue
 logger = logging.getLogger(__name__)
 
 __all__ = ["LoadedModel", "load_model", "infer_task", "canonical_model_task", "head_mismatch", "model_folder",
-           "gguf_source"]
+           "gguf_source", "load_config"]
 
 
 @dataclass
@@ -55,7 +55,8 @@ def gguf_source(name_or_path: str) -> tuple[str, str] | None:
     return None
 
 
-def _load_config(name_or_path: str, revision: str | None, trust_remote_code: bool) -> Any:
+def load_config(name_or_path: str, revision: str | None = None, trust_remote_code: bool = False) -> Any:
+    """The transformers config of a model folder, Hub id or GGUF file; a :class:`ModelLoadError` when unreadable."""
     from transformers import AutoConfig
 
     gguf = gguf_source(name_or_path)
@@ -187,7 +188,7 @@ def load_model(
 
     from .tasks import get_task
 
-    config = _load_config(name_or_path, revision, trust_remote_code)
+    config = load_config(name_or_path, revision, trust_remote_code)
     task = canonical_model_task(task) if task else infer_task(config)
     if (mismatch := head_mismatch(config, task)) is not None:
         if not new_head:

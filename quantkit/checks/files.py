@@ -6,6 +6,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from ..errors import QuantkitError
+from ..models import gguf_source
 from ..spec import DATA_FILE_FORMATS, DatasetSpec
 from .base import CheckContext, Problem, check, error, warning
 
@@ -85,9 +87,16 @@ def check_model_files(ctx: CheckContext) -> list[Problem]:
     if not folder.exists():
         return [error("model.name_or_path", f"cannot load model: folder not found: {folder}",
                       "check model.name_or_path / --model (relative paths resolve against the spec file)")]
+    try:
+        gguf = gguf_source(name)
+    except QuantkitError as exc:
+        return [error("model.name_or_path", str(exc))]
+    if gguf is not None:  # a GGUF file: model.config reads it
+        why = _readable(Path(gguf[0]) / gguf[1])
+        return [error("model.name_or_path", f"cannot read {gguf[1]}: {why}")] if why else []
     if not folder.is_dir():
         return [error("model.name_or_path", f"cannot load model: {folder} is a file; expected a folder with "
-                      "config.json, the weights and the tokenizer files")]
+                      "config.json, the weights and the tokenizer files, or a .gguf file")]
     problems: list[Problem] = []
     config = folder / "config.json"
     if not config.is_file():

@@ -8,10 +8,10 @@ import struct
 from pathlib import Path
 from typing import Any
 
-from ..errors import SpecError
+from ..errors import QuantkitError, SpecError
 from ..export import base as export_base
 from ..families import family_of
-from ..models import canonical_model_task, head_mismatch, infer_task, model_folder
+from ..models import canonical_model_task, gguf_source, head_mismatch, infer_task, load_config, model_folder
 from ..tasks import task_for, task_names
 from .base import CheckContext, Memo, Problem, check, error, warning
 from .files import is_local_model, weight_files
@@ -47,6 +47,11 @@ def get_config(ctx: CheckContext) -> Memo:
         name = ctx.model_name
         if not name:
             return Memo(None)  # files.model reports it
+        try:
+            if gguf_source(name) is not None:
+                return Memo(load_config(name))
+        except QuantkitError as exc:
+            return Memo(None, [error("model.name_or_path", str(exc), getattr(exc, "hint", None))])
         if is_local_model(name) and not (Path(name).expanduser() / "config.json").is_file():
             return Memo(None)  # files.model reports it
         from transformers import AutoConfig
