@@ -255,6 +255,12 @@ def _evaluate_pair(job: Job, fp32: ExportedModel, quantized: QuantizedModel, eva
     )
     if timed.stats:
         fp32_eval.runtime, q_eval.runtime = timed.stats["fp32"], timed.stats["int8"]
+    steps = run.task.decode_steps(spec.evaluation.latency)
+    if steps:
+        job.stage(f"timing generation: FP32 and int8 side by side, {steps} new tokens after the prefill")
+        timed.decode = side_by_side(
+            {"fp32": fp32.path, "int8": quantized.path}, spec.evaluation.latency, baseline="fp32",
+            sequence_length=evaluation.max_length, vocab_size=run.vocab_size, timer=job.timer, decode=steps)
     return fp32_eval, q_eval, timed
 
 

@@ -135,6 +135,14 @@ class QuantizationResult:
             rows.append((f"p50 latency ms ({shape})", f"{f.p50_ms:.2f}", f"{q.p50_ms:.2f}", ratio))
             rows.append(("p90 latency ms", f"{f.p90_ms:.2f}", f"{q.p90_ms:.2f}", f"{q.p90_ms / f.p90_ms:.2f}x"))
             rows.append(("peak RSS MB", f"{f.peak_rss_mb:.0f}", f"{q.peak_rss_mb:.0f}", f"{q.peak_rss_mb / f.peak_rss_mb:.2f}x"))
+        result = self.report.get("result") or {}
+        tps, ratio = result.get("decode_tokens_per_s"), result.get("decode_latency_ratio")
+        if tps and ratio and "fp32" in tps and "int8" in tps:
+            steps = ((self.report.get("timing") or {}).get("decode") or {}).get("median_round", {})
+            after = next((f" after {v['sequence_length']}" for v in steps.values()), "")
+            rows.append((f"decode tokens/s (b{self.fp32.runtime.batch_size if self.fp32.runtime else 1}{after})",
+                         f"{tps['fp32']:.1f}", f"{tps['int8']:.1f}",
+                         f"{ratio['median']:.2f}x ({ratio['low']:.2f}-{ratio['high']:.2f}) time/token"))
         rows.append(
             ("size MB", f"{self.fp32.size_bytes / 2**20:.1f}", f"{self.quantized.size_bytes / 2**20:.1f}", f"{self.size_ratio:.2f}x")
         )

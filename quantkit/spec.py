@@ -452,6 +452,11 @@ class LatencySpec(_Spec):
     threads: int | None = Field(
         None, ge=1, description="ONNX Runtime intra-op threads (default: physical cores)."
     )
+    new_tokens: int | None = Field(
+        None, ge=1, le=4096, description="text-generation: also time generation, side by side as the prefill is: "
+        "after a prefill of sequence_length tokens, `warmup` untimed then `new_tokens` timed steps of one new token "
+        "each (decode tokens/s); default 32 for text-generation, off for other tasks.",
+    )
 
 
 class ShapeGridSpec(_Spec):

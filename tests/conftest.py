@@ -335,3 +335,37 @@ def tiny_quantized(tiny_model_dir, tiny_data_dir, tiny_task_models, tiny_task_da
         path = write_yaml(tmp, task_spec(task, models[task], data[task], tmp))
         out[task] = Quantizer.from_pretrained(models[task]).quantize(path, progress=False)
     return out
+
+
+# --------------------------------------------------------------------------- tiny causal LMs (tests/unit/llm)
+@pytest.fixture(scope="session")
+def decoder_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A tiny random causal LM of every listed family (tests/tiny_decoders.py)."""
+    from tiny_decoders import DECODERS, make_decoder
+
+    root = tmp_path_factory.mktemp("tiny-decoders")
+    return {family: make_decoder(family, root / family) for family in DECODERS}
+
+
+@pytest.fixture(scope="session")
+def text_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("text") / "text.txt"
+    from tiny_decoders import text
+
+    path.write_text(text(), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def llama_loaded(decoder_dirs):
+    from quantkit.models import load_model
+
+    return load_model(str(decoder_dirs["llama"]))
+
+
+@pytest.fixture(scope="session")
+def llama_fp32(llama_loaded, tmp_path_factory: pytest.TempPathFactory):
+    from quantkit.export import export_onnx
+    from quantkit.spec import ExportSpec
+
+    return export_onnx(llama_loaded, tmp_path_factory.mktemp("llama-onnx"), ExportSpec())

@@ -97,7 +97,7 @@ def export_decoder(loaded: Any, folder: Path, opset: int) -> Path:
     """Trace ``loaded`` (a causal LM) with a 3-token past and 5 new tokens into ``folder/model.onnx``."""
     import torch
 
-    from .torchscript import _consolidate_external_data, _eager_attention
+    from .tracing import consolidate_external_data, eager_attention
 
     model = loaded.model
     model.eval()
@@ -121,12 +121,12 @@ def export_decoder(loaded: Any, folder: Path, opset: int) -> Path:
     for name in outputs[1:]:
         axes[name] = {0: "batch_size", 2: "total_sequence_length"}
     path = Path(folder) / "model.onnx"
-    with _eager_attention(model), torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+    with eager_attention(model), torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TracerWarnings on shape-dependent Python branches
         torch.onnx.export(_wrapper(model, layout.layers), (ids, mask, positions, *cache), str(path),
                           input_names=inputs, output_names=outputs, dynamic_axes=axes, opset_version=opset,
                           do_constant_folding=True, dynamo=False)
-    _consolidate_external_data(path)
+    consolidate_external_data(path)
     logger.info("exported %s with a KV cache: %r", loaded.name_or_path, layout)
     return path
 

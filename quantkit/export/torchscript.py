@@ -15,11 +15,9 @@ runs on a padded batch (rows of different lengths) so no "mask is all ones" shor
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import logging
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +25,7 @@ import numpy as np
 
 from ..errors import ExportError
 from .base import EXPORTERS, Exporter
+from .tracing import consolidate_external_data, eager_attention
 from .validate import INPUT_AXES, sample_inputs
 
 logger = logging.getLogger(__name__)
@@ -124,52 +123,6 @@ class _Outputs:
         return Wrapped().eval()
 
 
-@contextlib.contextmanager
-def _eager_attention(model: Any) -> Iterator[None]:
-    """Switch ``model`` to eager attention for the trace; restore it afterwards.
-
-    Models whose attention layers were chosen at construction (BERT on transformers 4.57) cannot switch;
-    they are traced as they are (their SDPA graph fuses too, as optimum-onnx's export of them shows).
-    """
-    before = getattr(model.config, "_attn_implementation", None)
-    setter = getattr(model, "set_attn_implementation", None)
-    can_switch = getattr(model, "_can_set_attn_implementation", lambda: setter is not None)
-    changed = False
-    if before not in (None, "eager") and setter is not None:
-        try:
-            if can_switch():
-                setter("eager")
-                changed = True
-        except Exception as exc:  # noqa: BLE001 - a model that only has one implementation
-            logger.debug("cannot switch %s to eager attention: %s", type(model).__name__, exc)
-    try:
-        yield
-    finally:
-        if changed:
-            try:
-                setter(before)
-            except Exception as exc:  # noqa: BLE001
-                logger.warning("could not restore attention implementation %r: %s", before, exc)
-
-
-def _consolidate_external_data(path: Path) -> None:
-    """A > 2 GB graph is written with one external file per tensor: gather them into ``model.onnx_data``."""
-    import onnx
-    from onnx.external_data_helper import uses_external_data
-
-    model = onnx.load(str(path), load_external_data=False)
-    external = [t for t in model.graph.initializer if uses_external_data(t)]
-    if not external:
-        return
-    files = {e.value for t in external for e in t.external_data if e.key == "location"}
-    model = onnx.load(str(path), load_external_data=True)
-    onnx.save(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-              location=path.name + "_data", size_threshold=1024, convert_attribute=False)
-    for name in files:
-        if name != path.name + "_data":
-            (path.parent / name).unlink(missing_ok=True)
-
-
 @EXPORTERS.register("quantkit")
 class QuantkitExporter(Exporter):
     """TorchScript export of a text encoder with the task's outputs (see the module docstring)."""
@@ -212,7 +165,7 @@ class QuantkitExporter(Exporter):
         was_training = model.training
         model.eval()
         try:
-            with _eager_attention(model), torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+            with eager_attention(model), torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # TracerWarnings on shape-dependent Python branches
                 torch.onnx.export(
                     _Outputs.module(model, names, task),
@@ -227,5 +180,5 @@ class QuantkitExporter(Exporter):
                 )
         finally:
             model.train(was_training)
-        _consolidate_external_data(path)
+        consolidate_external_data(path)
         return path

@@ -1,5 +1,5 @@
 """The child side of a fresh-process measurement: ``python -m quantkit.latency PATH BATCH SEQ THREADS WARMUP
-REPEATS VOCAB`` prints one :class:`~quantkit.latency.measurement.RuntimeStats` as a JSON line."""
+REPEATS VOCAB [DECODE]`` prints one :class:`~quantkit.latency.measurement.RuntimeStats` as a JSON line."""
 
 import json
 import sys

@@ -301,6 +301,8 @@ class SideBySide:
     warnings: list[str]
     #: label -> RuntimeStats of its median round (only with the real :class:`SubprocessTimer`).
     stats: dict[str, Any] = field(default_factory=dict)
+    #: A generating model's decode steps timed the same way, after the forward pass (text-generation).
+    decode: "SideBySide | None" = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -312,6 +314,7 @@ class SideBySide:
             "ratios": {k: v.to_dict() for k, v in self.ratios.items()},
             "round_ms": self.rounds.to_dict(),
             "warnings": list(self.warnings),
+            **({"median_round": {k: v.to_dict() for k, v in self.stats.items()}} if self.stats else {}),
         }
 
 
@@ -326,12 +329,13 @@ def side_by_side(
     adaptive: bool = True,
     prior: Rounds | None = None,
     what: str | None = None,
+    decode: int = 0,
 ) -> SideBySide:
     """Time ``paths`` interleaved with ``baseline`` (``latency.rounds`` rounds, then more up to
     ``latency.max_rounds`` while a ratio's sign is not established or it spreads too much, when
     ``adaptive``); the ratios and a "timings unreliable" warning for each ratio that stays unclear."""
     real = timer is None
-    timer = timer or SubprocessTimer(latency, sequence_length=sequence_length, vocab_size=vocab_size)
+    timer = timer or SubprocessTimer(latency, sequence_length=sequence_length, vocab_size=vocab_size, decode=decode)
     others = [lab for lab in paths if lab != baseline]
 
     def done(r: Rounds) -> bool:
@@ -339,7 +343,8 @@ def side_by_side(
 
     max_rounds = latency.round_budget if adaptive else latency.rounds
     rounds = measure(paths, timer, min_rounds=latency.rounds, max_rounds=max_rounds, done=done, prior=prior,
-                     what=what or f"{' vs '.join(paths)} at {latency.batch_size}x{latency.sequence_length or sequence_length}")
+                     what=what or f"{' vs '.join(paths)} at {latency.batch_size}x{latency.sequence_length or sequence_length}"
+                     + (f", {decode} decode steps" if decode else ""))
     ratios = {lab: rounds.ratio(lab, baseline) for lab in others}
     warnings = [w for lab in others if (w := speedup_warning(ratios[lab], f"{lab} / {baseline}"))]
     if real and (w := busy_warning(timer.stats)):  # type: ignore[attr-defined]

@@ -84,6 +84,9 @@ class RuntimeStats:
     busy_fraction: float = field(default=0.0, compare=False)
     runnable: float = field(default=0.0, compare=False)
     cores: int = field(default=0, compare=False)
+    #: > 0: each timed run was one decode step after a prefill of ``sequence_length`` tokens (``throughput`` is
+    #: then new tokens per second); 0: each run was one forward pass over the whole input.
+    decode_steps: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -114,8 +117,34 @@ def synthetic_feeds(session: Any, batch: int, seq: int, vocab: int) -> dict[str,
     return complete_feeds(session.get_inputs(), feeds)
 
 
-def probe(path: str, batch: int, seq: int, threads: int, warmup: int, repeats: int, vocab: int) -> dict[str, Any]:
-    """Runs in the child process: load, warm up, time, and read peak RSS; a :class:`RuntimeStats` as a dict."""
+def decode_steps(session: Any, feeds: dict[str, np.ndarray], steps: int) -> Any:
+    """A decoder's token-by-token steps after a prefill of ``feeds``: yields ``(step feeds, run)``, where ``run()``
+    runs that step and carries its cache into the next (one new token per row, the cache growing by one)."""
+    names = [o.name for o in session.get_outputs()]
+    outs = dict(zip(names, session.run(None, feeds)))
+    batch, total = feeds["input_ids"].shape
+    token = np.argmax(outs["logits"][:, -1], axis=-1).astype(np.int64)[:, None]
+    for _ in range(steps):
+        total += 1
+        step = {"input_ids": token, "attention_mask": np.ones((batch, total), np.int64),
+                "position_ids": np.full((batch, 1), total - 1, np.int64),
+                **{n.replace("present", "past_key_values", 1): v for n, v in outs.items() if n.startswith("present")}}
+        step = {k: v for k, v in step.items() if k in feeds}
+
+        def run(step: dict[str, np.ndarray] = step) -> None:
+            nonlocal outs, token
+            outs = dict(zip(names, session.run(None, step)))
+            token = np.argmax(outs["logits"][:, -1], axis=-1).astype(np.int64)[:, None]
+
+        yield step, run
+
+
+def probe(path: str, batch: int, seq: int, threads: int, warmup: int, repeats: int, vocab: int,
+          decode: int = 0) -> dict[str, Any]:
+    """Runs in the child process: load, warm up, time, and read peak RSS; a :class:`RuntimeStats` as a dict.
+
+    ``decode`` > 0 (a decoder with a KV cache): after an untimed prefill of ``seq`` tokens, ``warmup`` untimed then
+    ``decode`` timed steps of one new token each (the cache grows by one per step); each step is one timed run."""
 
     def status_mb(name: str) -> float:
         # VmHWM/VmRSS belong to this process image (ru_maxrss would include the parent's peak,
@@ -134,14 +163,22 @@ def probe(path: str, batch: int, seq: int, threads: int, warmup: int, repeats: i
     session = cpu_session(path, threads)
     load_s = time.perf_counter() - start
     feeds = synthetic_feeds(session, batch, seq, vocab)
-    for _ in range(warmup):
-        session.run(None, feeds)
+    if decode:
+        steps = decode_steps(session, feeds, warmup + decode)
+        for _ in range(warmup):
+            next(steps)[1]()
+        runs: Any = (run for _, run in steps)  # lazy: each step's feeds hold the cache the previous step made
+        repeats = decode
+    else:
+        for _ in range(warmup):
+            session.run(None, feeds)
+        runs = [lambda: session.run(None, feeds)] * repeats
     times = []
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     runnable: list[int] = []
-    for i in range(repeats):
+    for i, run in enumerate(runs):
         t = time.perf_counter()
-        session.run(None, feeds)
+        run()
         times.append((time.perf_counter() - t) * 1000)
         if i % max(repeats // 8, 1) == 0:
             runnable.append(procs_running())
@@ -164,6 +201,7 @@ def probe(path: str, batch: int, seq: int, threads: int, warmup: int, repeats: i
         "busy_fraction": float(np.mean(busy)) if busy else 0.0,
         "runnable": float(np.median([r for r in runnable if r >= 0])) if busy else 0.0,
         "cores": cores,
+        "decode_steps": decode,
     }
 
 
@@ -180,11 +218,13 @@ def procs_running() -> int:
 
 
 def measure_once(
-    path: str | Path, latency: LatencySpec, *, sequence_length: int | None = None, vocab_size: int = 30522
+    path: str | Path, latency: LatencySpec, *, sequence_length: int | None = None, vocab_size: int = 30522,
+    decode: int = 0,
 ) -> RuntimeStats:
     """Measure latency percentiles, load time and peak memory of ``path`` in a subprocess.
 
-    The shape is ``latency.batch_size`` × (``latency.sequence_length`` or ``sequence_length``).
+    The shape is ``latency.batch_size`` × (``latency.sequence_length`` or ``sequence_length``); ``decode`` > 0 times
+    that many one-token decode steps after it instead (:func:`probe`).
     """
     threads = latency.threads or default_threads()
     seq = latency.sequence_length or sequence_length
@@ -198,6 +238,7 @@ def measure_once(
         str(latency.warmup),
         str(latency.repeats),
         str(vocab_size),
+        str(decode),
     ]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     proc = subprocess.run(
@@ -242,14 +283,17 @@ class SubprocessTimer:
     Keeps every round's :class:`RuntimeStats` in :attr:`stats` for the report.
     """
 
-    def __init__(self, latency: Any, *, sequence_length: int | None = None, vocab_size: int = 30522) -> None:
+    def __init__(self, latency: Any, *, sequence_length: int | None = None, vocab_size: int = 30522,
+                 decode: int = 0) -> None:
         self.latency = latency
         self.sequence_length = sequence_length
         self.vocab_size = vocab_size
+        self.decode = decode
         self.stats: dict[str, list[RuntimeStats]] = {}
 
     def __call__(self, label: str, path: Path) -> float:
-        st = measure_once(path, self.latency, sequence_length=self.sequence_length, vocab_size=self.vocab_size)
+        st = measure_once(path, self.latency, sequence_length=self.sequence_length, vocab_size=self.vocab_size,
+                          decode=self.decode)
         self.stats.setdefault(label, []).append(st)
         return st.p50_ms
 

@@ -17,6 +17,11 @@ def add_timing(report: dict[str, Any], timed: Any, probe: Any | None = None) -> 
     result["latency_ratio_p50"] = est.median  # median of per-round int8/FP32 ratios
     result["latency_ratio"] = est.to_dict()
     report["timing"] = timed.to_dict()
+    decode = timed.decode
+    if decode is not None:  # generation: one new token per timed run, after a prefill
+        report["timing"]["decode"] = decode.to_dict()
+        result["decode_latency_ratio"] = decode.ratios["int8"].to_dict()
+        result["decode_tokens_per_s"] = {label: st.throughput for label, st in decode.stats.items()}
     if probe is not None:
         report["probe"] = probe.to_dict() if hasattr(probe, "to_dict") else probe
     return report
@@ -24,7 +29,9 @@ def add_timing(report: dict[str, Any], timed: Any, probe: Any | None = None) -> 
 
 def timing_warnings(report: dict[str, Any]) -> list[str]:
     """Every "timings unreliable" warning in a report (final comparison, then the shape grid)."""
-    out = list((report.get("timing") or {}).get("warnings") or [])
+    timing = report.get("timing") or {}
+    out = list(timing.get("warnings") or []) + [f"decode: {w}" for w in (timing.get("decode") or {}).get("warnings")
+                                                or []]
     for cell in (report.get("shapes") or {}).get("cells", []):
         w = cell.get("timing_warning")
         if w:

@@ -270,6 +270,11 @@ class Task:
         """Label-free agreement of ``predictions`` with ``reference`` (FP32): 1.0 = identical behaviour."""
         raise NotImplementedError
 
+    def decode_steps(self, latency: Any) -> int:
+        """New tokens to time one by one after the prefill (``evaluation.latency.new_tokens``); 0: the task does not
+        generate, only its forward pass is timed."""
+        return 0
+
     def extra_scores(self, predictions: Any, reference: Any, data: TextDataset) -> dict[str, Any]:
         """Every score the report shows beside the headline metric (``reference``: FP32's predictions); none by
         default."""

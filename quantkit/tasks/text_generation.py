@@ -37,6 +37,8 @@ __all__ = ["TextGeneration", "TokenScores", "windows", "log_softmax"]
 REFERENCE_KEY = "kl_reference_ids"
 #: task_options.kl_top_k default.
 DEFAULT_TOP_K = 64
+#: evaluation.latency.new_tokens default: decode steps timed per round.
+DEFAULT_NEW_TOKENS = 32
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -306,6 +308,9 @@ class TextGeneration(Task):
                 "top1_agreement": self.agreement(reference, predictions), "scored_tokens": len(predictions),
                 "tokens": ex.get("tokens"), "windows": len(data), "window": ex.get("window"),
                 "stride": ex.get("stride")}
+
+    def decode_steps(self, latency: Any) -> int:
+        return int(latency.new_tokens or DEFAULT_NEW_TOKENS)
 
     # ------------------------------------------------------------------ serving
     def serve_encode(self, tokenizer: Any, examples: list[Any], *, max_length: int) -> ServeBatch:
