@@ -32,7 +32,7 @@ from ..spec import QuantizationConfig
 from .base import CheckContext, Memo, Problem, check, error, warning
 from .dataset import get_rows, rows_used, tokenized_sample
 from .files import nearest_existing
-from .model import get_config, hidden_dims, model_size
+from .model import get_config, get_task_object, hidden_dims, model_size
 
 logger = logging.getLogger(__name__)
 
@@ -314,6 +314,17 @@ def check_memory(ctx: CheckContext) -> list[Problem]:
         if worst is None or est["peak"] > worst[0]["peak"]:
             worst = (est, origin, cfg)
     problems: list[Problem] = []
+    # export: the float32 weights in PyTorch, the traced graph's copy and the ONNX file written (a causal LM's tied
+    # head is a second, transposed table there), then ONNX Runtime's session of it while quantizing and evaluating
+    export_peak = size["params"] * 4 * EXPORT_COPIES
+    ctx.add_estimate("export_memory", f"export ≈ {_human(export_peak)} peak of {_human(available)} available "
+                     f"({size['params'] / 1e6:.1f}M float32 parameters, about {EXPORT_COPIES} copies)",
+                     peak_bytes=export_peak, available_bytes=available)
+    if export_peak > available:
+        problems.append(error("model.name_or_path", f"exporting this model needs about {_human(export_peak)} of RAM "
+                              f"({size['params'] / 1e6:.0f}M float32 parameters, {EXPORT_COPIES} copies while "
+                              f"tracing and writing ONNX) but {_human(available)} are available",
+                              "use a machine with more memory, or a smaller model"))
     if spec.quantization.approach == "qat" and spec.qat is not None:
         b = spec.qat.batch_size
         h, heads, layers = dims["hidden"], dims["heads"], dims["layers"]
@@ -349,6 +360,10 @@ def check_memory(ctx: CheckContext) -> list[Problem]:
     return problems
 
 
+#: Float32 copies of the weights alive at the export's peak (PyTorch, the trace, the serialized ONNX).
+EXPORT_COPIES = 3
+
+
 def export_seconds(dims: dict[str, int]) -> float:
     """torch.onnx export and its validation run, by model size: about 8 s for MiniLM-L6 (22M parameters)."""
     params = dims["layers"] * 12 * dims["hidden"] ** 2 + dims.get("vocab", 30522) * dims["hidden"]
@@ -368,27 +383,39 @@ def check_duration(ctx: CheckContext) -> list[Problem]:
 
     threads = spec.evaluation.latency.threads or default_threads()
     rate = probe["fp32_gflops"] * 1e9 * max(1.0, threads * THREAD_EFFICIENCY)  # FLOP/s of the whole run
-    fp32_s = forward_flops(dims, seq) / rate
-    int8_s = fp32_s / max(probe["speedup"], 0.1)
+    task = get_task_object(ctx).value
+    generates = task is not None and task.decode_steps(spec.evaluation.latency) > 0
+    head = 2.0 * dims["hidden"] * dims.get("vocab", 0) if generates else 0.0  # a causal LM's vocabulary projection
+    fp32_s = (forward_flops(dims, seq) + head * seq) / rate
+    weight_only = spec.quantization.approach == "weight_only"  # float arithmetic on fewer weight bytes
+    int8_s = fp32_s if weight_only else fp32_s / max(probe["speedup"], 0.1)
     ev = get_rows(ctx, "data.evaluation", spec.data.evaluation).value
     n_eval = rows_used(spec.data.evaluation, ev) if ev is not None else 0
     tok = tokenized_sample(ctx).value
+    if task is not None and task.one_document and tok is not None:  # rows are the text's windows
+        n_eval = len(tok["inputs"]["input_ids"])
+        n_eval = min(n_eval, spec.data.evaluation.limit or n_eval)
     per_row = tok["seconds_per_row"] if tok else 0.0
     cal = spec.data.calibration
     cv = get_rows(ctx, "data.calibration", cal).value if (cal is not None and ctx.calibration_used) else None
     n_cal_rows = rows_used(cal, cv) if (cal is not None and cv is not None) else 0
-    tokenize = per_row * (n_eval + n_cal_rows)
+    one_document = task is not None and task.one_document  # the text is tokenized once, then cut into windows
+    tokenize = per_row * ((1 if one_document else n_eval) + n_cal_rows)
     evaluate = n_eval * (fp32_s + int8_s)
     lat = spec.evaluation.latency
     if spec.tuning is not None and spec.tuning.latency is not None:
         lat = spec.tuning.latency
     lat_seq = lat.sequence_length or seq
     lat_fp32 = forward_flops(dims, lat_seq) / rate * lat.batch_size
-    speedup = max(probe["speedup"], 0.1)
+    speedup = 1.0 if weight_only else max(probe["speedup"], 0.1)
     # fresh-process rounds, interleaved: as many as establish the ratio (MIN_DECISION_ROUNDS) when adaptive
     rounds = max(lat.rounds, MIN_DECISION_ROUNDS) if lat.round_budget > lat.rounds else lat.rounds
     per_round = (lat.warmup + lat.repeats) * lat_fp32
     latency = rounds * (2 * PROCESS_START_S + per_round * (1 + 1 / speedup))
+    if generates:  # decode steps timed too: a prefill, then one token per step
+        steps = lat.warmup + task.decode_steps(lat)
+        step_s = (forward_flops(dims, 1) + head) / rate * lat.batch_size
+        latency += rounds * (2 * PROCESS_START_S + 2 * (lat_fp32 + steps * step_s))
     hardware = 0.0
     if ctx.tune is False and will_probe(spec, getattr(config, "model_type", None)):
         # 3 fusion levels built (optimize + quantize each) then timed with FP32, MIN_DECISION_ROUNDS rounds at
@@ -423,7 +450,8 @@ def check_duration(ctx: CheckContext) -> list[Problem]:
                               "threads": threads}
     parts = [f"export {_duration(export)}", f"tokenize {_duration(tokenize)}"]
     parts += [f"calibrate {_duration(calibrate)}"] if calibrate else []
-    parts += [f"evaluate {n_eval} rows × 2 models {_duration(evaluate)}"]
+    unit = "windows" if task is not None and task.one_document else "rows"
+    parts += [f"evaluate {n_eval} {unit} × 2 models {_duration(evaluate)}"]
     parts += [f"hardware probe {_duration(hardware)} (first run on this CPU; cached after)"] if hardware else []
     parts += [f"latency {_duration(latency)}"] + ([f"shape grid {_duration(grid_s)}"] if grid_s else [])
     summary = (f"≈ {_duration(total)}: " + ", ".join(parts) + f" (timed here: FP32 MatMul {probe['fp32_gflops']:.0f} "
