@@ -54,11 +54,14 @@ _METRIC_NAMES = {
     "agreement": "Agreement with FP32 predictions",
     "exact_match": "Exact match",
     "cosine": "Cosine similarity to FP32 embeddings",
+    "perplexity": "Perplexity",
+    "kl_divergence": "KL divergence from FP32 (next token)",
+    "top1_agreement": "Top-1 next-token agreement with FP32",
 }
-_DATA_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet")
+_DATA_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet", ".txt", ".raw")
 #: Operators that show what the quantized graph computes in integers.
 _INT8_OPS = ("MatMulInteger", "DynamicQuantizeLinear", "QLinearMatMul", "QLinearConv", "QuantizeLinear",
-             "DequantizeLinear", "ConvInteger", "QGemm", "QAttention")
+             "DequantizeLinear", "ConvInteger", "QGemm", "QAttention", "MatMulNBits", "GatherBlockQuantized")
 _SHOWN_PACKAGES = ("quantkit", "onnxruntime", "optimum", "optimum-onnx", "transformers", "onnx", "torch",
                    "neural-compressor")
 _MAX_TRIAL_ROWS = 30
@@ -164,7 +167,11 @@ def _metadata(report: dict[str, Any], repo_id: str, base_model: str | None, lice
     cfg = report.get("quantization", {}).get("config", {})
     evaluation = report.get("evaluation", {})
     data_spec = report.get("spec", {}).get("data", {}) or {}
-    tags = [*BASE_TAGS, f"{cfg.get('approach', 'dynamic')}-quantization"]
+    approach = cfg.get("approach", "dynamic")
+    tags = [*BASE_TAGS, f"{approach.replace('_', '-')}-quantization"]
+    if approach == "weight_only":
+        bits = (cfg.get("weight_only") or {}).get("bits", 4)
+        tags = [t if t != "int8" else f"int{bits}" for t in tags]
     backend = report.get("quantization", {}).get("backend")
     if backend and backend not in tags:  # onnxruntime is a base tag already
         tags.append(backend)
@@ -194,7 +201,7 @@ def _metadata(report: dict[str, Any], repo_id: str, base_model: str | None, lice
         label = _METRIC_NAMES.get(metric, metric)
         eval_results = [
             EvalResult(**common, metric_value=round(float(fp32_value), 6), metric_name=f"{label} (FP32)"),
-            EvalResult(**common, metric_value=round(float(q_value), 6), metric_name=f"{label} (INT8)"),
+            EvalResult(**common, metric_value=round(float(q_value), 6), metric_name=f"{label} ({_quantized_label(report)})"),
         ]
     extra: dict[str, Any] = {}
     if base_model:
@@ -224,15 +231,25 @@ def _results_section(report: dict[str, Any]) -> list[str]:
     change = "-"
     if isinstance(fp32.get("value"), (int, float)) and isinstance(q.get("value"), (int, float)) and fp32["value"]:
         change = f"{(q['value'] - fp32['value']) / abs(fp32['value']):+.2%}"
+    label = _quantized_label(report)
     lines = [
         "## Results",
         "",
         f"Evaluated on **{_cell(where)}** (max length {evaluation.get('max_length', '-')} tokens).",
         "",
-        "| | FP32 | INT8 | INT8 / FP32 |",
+        f"| | FP32 | {label} | {label} / FP32 |",
         "|---|---:|---:|---:|",
         f"| {_cell(metric)} | {_num(fp32.get('value'))} | {_num(q.get('value'))} | {change} |",
     ]
+    result = report.get("result") or {}
+    scores = result.get("scores") or {}
+    for name in ("kl_divergence", "top1_agreement"):  # a causal LM's next-token agreement with FP32
+        if name != metric and name in scores.get("quantized", {}):
+            lines.append(f"| {name} vs FP32 | {_num(scores['fp32'][name])} | {_num(scores['quantized'][name])} | |")
+    tps, dratio = result.get("decode_tokens_per_s") or {}, result.get("decode_latency_ratio") or {}
+    if "fp32" in tps and "int8" in tps and dratio:
+        lines.append(f"| decode tokens/s (batch 1) | {_num(tps['fp32'], 1)} | {_num(tps['int8'], 1)} | "
+                     f"{dratio['median']:.2f}x time per token ({dratio['low']:.2f}-{dratio['high']:.2f}) |")
     fl, ql = fp32.get("latency") or {}, q.get("latency") or {}
     if fl and ql:
         shape = f"batch {fl.get('batch_size')} × {fl.get('sequence_length')} tokens, {fl.get('threads')} threads"
@@ -257,6 +274,14 @@ def _results_section(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _quantized_label(report: dict[str, Any]) -> str:
+    """INT8, or the weight-only bit width (INT4 / INT8 weights)."""
+    cfg = (report.get("quantization") or {}).get("config") or {}
+    if cfg.get("approach") == "weight_only":
+        return f"INT{(cfg.get('weight_only') or {}).get('bits', 4)} weights"
+    return "INT8"
+
+
 def _quantization_section(report: dict[str, Any]) -> list[str]:
     quant = report.get("quantization", {})
     cfg = quant.get("config", {})
@@ -265,16 +290,22 @@ def _quantization_section(report: dict[str, Any]) -> list[str]:
         "dynamic": "dynamic quantization: int8 weights, activation ranges computed at run time",
         "static": "static quantization: int8 weights and activations, ranges calibrated ahead of time",
         "qat": "quantization-aware training, exported as a QDQ graph with int8 weights",
+        "weight_only": "weight-only quantization: block-wise integer weights (MatMulNBits), float activations",
     }.get(approach, approach)
     lines = ["## Quantization", "", f"- Approach: {how}", f"- Backend: {quant.get('backend', '?')}"]
-    if approach != "dynamic":
+    if approach == "weight_only":
+        w = quant.get("weight_only") or {}
+        lines.append(f"- Weights: {w.get('settings', '?')}; {w.get('linear_layers', '?')} linear layers"
+                     + (f", {len(w['excluded'])} kept in FP32" if w.get("excluded") else ""))
+    elif approach != "dynamic":
         lines.append(f"- Format: {cfg.get('format') or 'qdq'}")
-    lines.append(
+    if approach != "weight_only":
+        lines.append(
         f"- Types: {cfg.get('weight_type', '?')} weights ({'symmetric' if cfg.get('symmetric_weights') else 'asymmetric'}"
         f", {'per channel' if cfg.get('per_channel') else 'per tensor'}"
         f"{', 7-bit reduced range' if cfg.get('reduce_range') else ''}), {cfg.get('activation_type', '?')} activations"
-    )
-    if cfg.get("op_types"):
+        )
+    if cfg.get("op_types") and approach != "weight_only":
         lines.append(f"- Quantized operators: {', '.join(cfg['op_types'])}"
                      f"{' (weight MatMuls only)' if cfg.get('weights_only_matmul') else ''}")
     cal = cfg.get("calibration") or {}
@@ -433,7 +464,7 @@ def model_card_text(
     cfg = report.get("quantization", {}).get("config", {})
     origin = f"[{base_model}](/{base_model})" if base_model else f"a local model (`{_cell(Path(str(source)).name)}`)"
     intro = (
-        f"INT8 ONNX version of {origin} for x86 CPUs, made with quantkit "
+        f"{_quantized_label(report).replace(' weights', '-weight')} ONNX version of {origin} for x86 CPUs, made with quantkit "
         f"({cfg.get('approach', '?')} quantization via {report.get('quantization', {}).get('backend', '?')}"
         f"{', tuned within an accuracy tolerance' if report.get('tuning') else ''}). "
         "It runs with `quantkit.runtime` on any transformers version, and loads with Optimum's `ORTModel` classes "

@@ -485,6 +485,44 @@ def benchmark(
 
 
 @app.command()
+def generate(
+    model: Annotated[str, typer.Argument(help="A text-generation artifact folder or Hub repo id.", metavar="DIR",
+                                         show_default=False)],
+    prompt: Annotated[str, typer.Argument(help="The prompt.", show_default=False)],
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", "-n", min=0, help="New tokens at most.")] = 64,
+    sample: Annotated[bool, typer.Option("--sample/--greedy", metavar="",
+                                         help="Draw tokens (temperature, top-k, top-p) instead of the argmax.")] = False,
+    temperature: Annotated[float, typer.Option("--temperature", min=0.0, help="Sampling temperature.")] = 1.0,
+    top_k: Annotated[int, typer.Option("--top-k", min=0, help="Sample among this many tokens (0: all).")] = 50,
+    top_p: Annotated[float, typer.Option("--top-p", min=0.0, max=1.0, help="Nucleus sampling mass.")] = 1.0,
+    seed: Annotated[int | None, typer.Option("--seed", help="Seed of the sampler.")] = None,
+    stop: Annotated[list[str] | None, typer.Option("--stop", help="Stop at this text (repeatable).")] = None,
+    precision: Annotated[str, typer.Option("--precision", help="int8: the quantized model; fp32: the artifact's "
+                                           "FP32 baseline (output.keep_fp32).")] = "int8",
+    threads: Annotated[int | None, typer.Option("--threads", "-t", min=1, help="ONNX Runtime intra-op threads.")] = None,
+) -> None:
+    """Generate from a prompt with a text-generation artifact, streaming tokens to stdout; then prefill and decode
+    speed on stderr."""
+    try:
+        from .generation import GenerationConfig
+        from .runtime import load
+
+        lm = load(model, precision=precision, threads=threads)
+        config = GenerationConfig(max_new_tokens, sample, temperature, top_k, top_p, seed, tuple(stop or ()))
+        done = None
+        for piece, done in lm.generator().stream(prompt, config):
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - mapped to messages and exit codes
+        _fail(exc)
+    sys.stdout.write("\n")
+    if done is not None:
+        err.print(f"{done.prompt_tokens} prompt tokens, prefill {done.prefill_s * 1e3:.0f} ms; {len(done.token_ids)} "
+                  f"new tokens, {done.decode_tokens_per_s:.1f} tokens/s decoding ({lm.threads} threads); stopped by "
+                  f"{done.stopped_by}", highlight=False)
+
+
+@app.command()
 def schema(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file instead of stdout.")] = None,
 ) -> None:

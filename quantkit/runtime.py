@@ -137,7 +137,8 @@ class Runtime:
         return dict(zip(self.output_names, self.session.run(None, cast)))
 
     # ------------------------------------------------------------------ text generation
-    def _generator(self) -> Any:
+    def generator(self) -> Any:
+        """The :class:`~quantkit.generation.Generator` of this artifact (a text-generation graph with its cache)."""
         from .generation import Generator
 
         if not getattr(self.task, "kv_cache", False):
@@ -155,7 +156,7 @@ class Runtime:
 
         config = GenerationConfig(max_new_tokens, do_sample, temperature, top_k, top_p, seed,
                                   (stop,) if isinstance(stop, str) else tuple(stop))
-        out = self._generator().generate(prompt, config)
+        out = self.generator().generate(prompt, config)
         return out if details else out.text
 
     def stream(self, prompt: str, **options: Any) -> Any:
@@ -165,7 +166,7 @@ class Runtime:
 
         stop = options.pop("stop", ())
         config = GenerationConfig(**options, stop=(stop,) if isinstance(stop, str) else tuple(stop))
-        for piece, _ in self._generator().stream(prompt, config):
+        for piece, _ in self.generator().stream(prompt, config):
             if piece:
                 yield piece
 

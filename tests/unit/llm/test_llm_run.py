@@ -177,3 +177,15 @@ def _write(tmp_path, text_file):
     del spec["model"]["name_or_path"]
     path.write_text(yaml.safe_dump(spec), encoding="utf-8")
     return path
+
+
+def test_cli_generate_streams_the_runtimes_text_and_reports_speed(llama_run):
+    from quantkit.runtime import load
+
+    prompt = "the old man and the sea"
+    expected = load(llama_run.output_dir).generate(prompt, max_new_tokens=6)
+    result = runner.invoke(app, ["generate", str(llama_run.output_dir), prompt, "-n", "6"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith(expected) and "prompt tokens" in result.stderr and "stopped by" in result.stderr
+    missing = runner.invoke(app, ["generate", str(llama_run.output_dir / "nope"), prompt])
+    assert missing.exit_code != 0 and "Traceback" not in missing.output
