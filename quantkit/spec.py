@@ -572,9 +572,11 @@ class QATSpec(_Spec):
 #: Quantization fields a tuning space may vary (``calibration.*`` for the nested ones).
 def searchable_fields() -> dict[str, Any]:
     fields: dict[str, Any] = {
-        name: f.annotation for name, f in QuantizationConfig.model_fields.items() if name != "calibration"
+        name: f.annotation for name, f in QuantizationConfig.model_fields.items()
+        if name not in ("calibration", "weight_only")
     }
     fields.update({f"calibration.{name}": f.annotation for name, f in CalibrationSpec.model_fields.items()})
+    fields.update({f"weight_only.{name}": f.annotation for name, f in WeightOnlySpec.model_fields.items()})
     fields["export.optimize"] = OptimizeLevel
     return fields
 

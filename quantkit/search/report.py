@@ -33,6 +33,9 @@ def describe_config(config: dict[str, Any], base: dict[str, Any] | None = None) 
     if config.get("approach") == "static":
         cal = config.get("calibration", {})
         parts.append(f"calibration={cal.get('method')}")
+    if config.get("approach") == "weight_only":
+        w = config.get("weight_only") or {}
+        parts.append(f"int{w.get('bits', 4)} {w.get('algorithm', 'rtn')} block={w.get('block_size', 32)}")
     excluded = config.get("nodes_to_exclude") or []
     if excluded:
         parts.append(f"fp32_nodes={len(excluded)}")

@@ -100,8 +100,12 @@ def _apply(base: QuantizationConfig, values: dict[str, Any]) -> QuantizationConf
             data["optimize"] = value
         elif key.startswith("calibration."):
             data["calibration"][key.split(".", 1)[1]] = value
+        elif key.startswith("weight_only."):
+            data["weight_only"] = {**(data.get("weight_only") or {}), key.split(".", 1)[1]: value}
         else:
             data[key] = value
+    if data.get("approach") != "weight_only":
+        data["weight_only"] = None  # weight-only settings mean nothing to the other approaches
     if data.get("approach") == "dynamic":
         for key in STATIC_ONLY_FIELDS:
             data[key] = None if key != "activation_type" else "uint8"
@@ -124,7 +128,9 @@ def expand_space(
     if not isinstance(base, SearchPoint):
         base = SearchPoint.model_validate({**base.model_dump(mode="json", exclude_unset=True),
                                            "backend": base.backend, "optimize": optimize})
-    candidates: list[QuantizationConfig] = [base]
+    # the base normalised as every expanded point is (e.g. optimize auto -> none where auto means none), so the same
+    # model is not tried twice under two names
+    candidates: list[QuantizationConfig] = [_apply(base, {})]
     if space:
         inc_config = QuantkitSearchConfig(**space)
         with quiet():  # INC logs every expanded config at INFO

@@ -189,3 +189,26 @@ def test_cli_generate_streams_the_runtimes_text_and_reports_speed(llama_run):
     assert result.stdout.startswith(expected) and "prompt tokens" in result.stderr and "stopped by" in result.stderr
     missing = runner.invoke(app, ["generate", str(llama_run.output_dir / "nope"), prompt])
     assert missing.exit_code != 0 and "Traceback" not in missing.output
+
+
+def test_tune_searches_weight_only_settings_within_a_relative_perplexity_tolerance(decoder_dirs, text_file, tmp_path):
+    from quantkit import Quantizer
+    from quantkit.specio import parse_spec
+
+    raw = _spec(decoder_dirs["llama"], text_file, tmp_path / "tuned", weight_only={"bits": 4})
+    raw["data"]["evaluation"]["limit"] = 6
+    raw["evaluation"]["latency"]["new_tokens"] = 2
+    raw["tuning"] = {"strategy": "fastest", "objective": "size", "tolerance": {"type": "relative", "value": 0.02},
+                     "space": {"weight_only.bits": [4, 8], "weight_only.block_size": [32, 64]},
+                     "latency": {"batch_size": 1, "sequence_length": 16, "rounds": 1, "warmup": 1, "repeats": 3}}
+    result = Quantizer.from_pretrained(str(decoder_dirs["llama"])).tune(parse_spec(raw), progress=False)
+    tuning = result.report["tuning"]
+    settings = [t["config"].split("approach=weight_only ")[1] for t in tuning["trials"]]
+    assert sorted(settings) == sorted(f"int{b} rtn block={s}" for b in (4, 8) for s in (32, 64))  # each once
+    assert tuning["within_tolerance"]
+    passing = [t for t in tuning["trials"] if t["passed"]]
+    assert all(t["metric"] <= result.fp32.value * 1.02 + 1e-9 for t in passing)  # perplexity: lower is better
+    assert result.quantized.value <= result.fp32.value * 1.02 + 1e-9
+    chosen = tuning["trials"][tuning["chosen_trial"]]
+    assert "int4" in chosen["config"]  # objective size: the 4-bit candidates are smaller
+    assert result.report["quantization"]["config"]["weight_only"]["bits"] == 4
