@@ -17,6 +17,11 @@ DECODERS: dict[str, tuple[str, str, dict[str, Any]]] = {
                                                              "sliding_window": 16, "layer_types": None}),
     "phi3": ("Phi3Config", "Phi3ForCausalLM", {"num_key_value_heads": 2, "pad_token_id": 0}),
     "gpt2": ("GPT2Config", "GPT2LMHeadModel", {}),
+    "gemma": ("GemmaConfig", "GemmaForCausalLM", {"num_key_value_heads": 1, "head_dim": 16}),
+    "gemma2": ("Gemma2Config", "Gemma2ForCausalLM", {"num_key_value_heads": 2, "head_dim": 16, "sliding_window": 16}),
+    "smollm3": ("SmolLM3Config", "SmolLM3ForCausalLM", {"num_key_value_heads": 2}),
+    "granite": ("GraniteConfig", "GraniteForCausalLM", {"num_key_value_heads": 2}),
+    "olmo2": ("Olmo2Config", "Olmo2ForCausalLM", {"num_key_value_heads": 2}),
 }
 
 WORDS = ("the whale sea ship captain ahab ishmael white boat harpoon water deep long voyage crew sail wind storm "
@@ -50,6 +55,7 @@ def make_decoder(family: str, path: Path, *, layers: int = 2, hidden: int = 64, 
                       num_attention_heads=4, max_position_embeddings=128, vocab_size=len(tok))
     kwargs.update({k: v for k, v in extra.items() if v is not None or k == "sliding_window"})
     kwargs.pop("layer_types", None)
+    kwargs.setdefault("pad_token_id", tok.pad_token_id)
     config = getattr(transformers, config_name)(**kwargs, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
     config.architectures = [model_name]
     torch.manual_seed(seed)
