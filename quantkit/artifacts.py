@@ -230,6 +230,27 @@ def _json_dump(obj: Any, path: Path) -> None:
     path.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n", encoding="utf-8")
 
 
+#: tokenizer classes transformers 5 writes that older transformers (the optimum stack's 4.57) cannot name, and the
+#: class both read the same tokenizer.json with.
+_PORTABLE_TOKENIZER_CLASSES = {"TokenizersBackend": "PreTrainedTokenizerFast"}
+
+
+def portable_tokenizer_config(folder: Path, tokenizer: Any = None) -> None:
+    """A tokenizer saved by transformers 5 from a GGUF (or any tokenizer.json without a model-specific class) names
+    ``TokenizersBackend``; name ``PreTrainedTokenizerFast`` instead, which transformers 4.57 and 5 both load, with
+    the tokenizer's own input names (the generic class would add ``token_type_ids``)."""
+    path = folder / "tokenizer_config.json"
+    if not path.is_file():
+        return
+    config = json.loads(path.read_text(encoding="utf-8"))
+    portable = _PORTABLE_TOKENIZER_CLASSES.get(config.get("tokenizer_class", ""))
+    if portable is not None:
+        config["tokenizer_class"] = portable
+        names = list(getattr(tokenizer, "model_input_names", None) or ["input_ids", "attention_mask"])
+        config.setdefault("model_input_names", names)
+        _json_dump(config, path)
+
+
 def write_artifacts(
     target: str | Path,
     *,
@@ -252,6 +273,7 @@ def write_artifacts(
             fault_point("artifacts")
             model_config.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
+            portable_tokenizer_config(tmp, tokenizer)
             if ort_config is not None:
                 _json_dump(ort_config, tmp / ORT_CONFIG_FILE)
             for name, src in (extra_files or {}).items():

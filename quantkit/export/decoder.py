@@ -21,11 +21,20 @@ from ..errors import ExportError, ExportValidationError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DECODER_FAMILIES", "CacheLayout", "cache_layout", "export_decoder", "validate_decoder", "io_names"]
+__all__ = ["DECODER_FAMILIES", "CacheLayout", "cache_layout", "export_decoder", "validate_decoder", "io_names",
+           "decoder_tracing_supported"]
 
 #: Causal-LM model types quantkit exports (each covered by a tiny-model test against PyTorch).
 DECODER_FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi3", "gpt2",
                     "smollm3", "granite", "olmo2")
+
+
+def decoder_tracing_supported() -> bool:
+    """Whether the installed transformers traces with this wrapper: transformers 5 (4.57's masking code fails in the
+    TorchScript tracer; there, optimum-onnx's exporter writes the same graph, see ``export.exporter: auto``)."""
+    import transformers
+
+    return int(transformers.__version__.split(".")[0]) >= 5
 
 
 class CacheLayout:

@@ -52,9 +52,13 @@ class OptimumExporter(Exporter):
     def _export(self, loaded: Any, folder: Path, opset: int) -> Path:
         from optimum.exporters.onnx import onnx_export_from_model
 
+        from ..tasks import task_for
+
         folder = Path(folder)
+        # a task whose graph carries a KV cache is optimum's "-with-past" variant of it
+        task = loaded.task + ("-with-past" if getattr(task_for(loaded.task), "kv_cache", False) else "")
         with tempfile.TemporaryDirectory(prefix="quantkit-optimum-") as tmp:
-            onnx_export_from_model(loaded.model, output=tmp, opset=opset, task=loaded.task, do_validation=False)
+            onnx_export_from_model(loaded.model, output=tmp, opset=opset, task=task, do_validation=False)
             produced = sorted(Path(tmp).glob("*.onnx"))
             if len(produced) != 1:
                 raise ExportError(

@@ -132,10 +132,11 @@ class QuantkitExporter(Exporter):
     @classmethod
     def supported_tasks(cls, model_type: str) -> list[str]:
         from ..tasks import TASKS
-        from .decoder import DECODER_FAMILIES
+        from .decoder import DECODER_FAMILIES, decoder_tracing_supported
 
         if model_type in DECODER_FAMILIES:  # causal LMs: the tasks whose graph carries a KV cache
-            return sorted(t for t in TASKS.names() if getattr(TASKS.get(t), "kv_cache", False))
+            return sorted(t for t in TASKS.names() if getattr(TASKS.get(t), "kv_cache", False)) if \
+                decoder_tracing_supported() else []
         model_type = _normal(model_type)
         if model_type not in ENCODER_FAMILIES:
             return []
