@@ -46,7 +46,7 @@ def test_sentence_embeddings_on_stsb(minilm_embeddings, tmp_path):
 
     task = q.task_for(spec)
     data = load_text_dataset(spec.data.evaluation, q.loaded.tokenizer, task, key="data.evaluation",
-                             max_length=128, padding="longest")
+                             max_length=128, padding="longest").select(600)  # 600 sentences: the check, not the metric
     fp32 = OnnxRunner(result.output_dir / "fp32" / "model.onnx").run(data, 64, task).values
     int8 = OnnxRunner(result.model_path).run(data, 64, task).values
     assert task.agreement(fp32, int8) >= 0.99

@@ -627,3 +627,32 @@ output: {{dir: artifacts}}
         name = get_task(task).output_names[0]
         np.testing.assert_array_equal(remote.run(enc)[name], local.run(enc)[name])
         assert len(remote(TEXTS)) == len(TEXTS)
+
+
+# --------------------------------------------------------------------------- a causal LM
+def test_a_text_generation_artifact_pushes_with_its_card_and_generates_from_the_hub(hub, decoder_dirs, text_file,
+                                                                                     tmp_path):
+    """Weight-only int4 of a tiny Llama: pushed, its card says text-generation with perplexity (lower is better),
+    KL and decode tokens/s, and quantkit.runtime generates the same tokens from the repo as from the folder."""
+    from huggingface_hub import ModelCard
+
+    from quantkit.runtime import load
+    from quantkit.specio import parse_spec
+
+    spec = parse_spec({"spec_version": 1, "model": {"name_or_path": str(decoder_dirs["llama"])},
+                       "quantization": {"approach": "weight_only", "weight_only": {"bits": 4}},
+                       "data": {"evaluation": {"path": str(text_file), "limit": 4}, "max_length": 32},
+                       "evaluation": {"batch_size": 2, "latency": {"batch_size": 1, "sequence_length": 16, "rounds": 1,
+                                                                   "warmup": 1, "repeats": 3, "new_tokens": 2}},
+                       "output": {"dir": str(tmp_path / "llm")}})
+    result = Quantizer.from_pretrained(str(decoder_dirs["llama"])).quantize(spec, progress=False)
+    repo = "quantkit-tests/tiny-llama-int4"
+    pushed = push_artifact(result.output_dir, repo)
+    assert "model.onnx" in pushed.uploaded and "README.md" in pushed.uploaded
+    card = ModelCard(hub.files(repo)["README.md"].decode())
+    assert card.data.pipeline_tag == "text-generation" and "int4" in card.data.tags
+    assert [r.metric_type for r in card.data.eval_results] == ["perplexity", "perplexity"]
+    assert "kl_divergence vs FP32" in card.text and "decode tokens/s" in card.text
+    prompt = [5, 6, 7, 8]
+    remote = load(repo, cache_dir=tmp_path / "cache").generate(prompt, max_new_tokens=5, details=True)
+    assert remote.token_ids == load(result.output_dir).generate(prompt, max_new_tokens=5, details=True).token_ids
