@@ -2,8 +2,9 @@
 their PyPI wheels by scripts/fetch_models.py, scored on WikiText-2 test (../shared).
 
 Acceptance: the FP32 ONNX graph reproduces PyTorch's perplexity of ../shared/README.md (30.15 on the first 4,088
-tokens in 512-token windows); the int8 recipe stays within 1% of FP32 perplexity, the int4 recipe within its
-stated 2%; KL and top-1 agreement are reported; the int8 artifact generates the same greedy text as PyTorch.
+tokens in 512-token windows); the int8 recipe stays within 1% of FP32 perplexity; KL and top-1 agreement are
+reported; the int8 artifact generates the same greedy text as PyTorch. The int4 recipe's 2% tolerance is held by
+notebooks/06_llm.ipynb (it runs that recipe on the same windows and asserts it; executed by tests/integration/test_notebooks.py).
 Speeds are measured by bench/llm_table.py, not here. SmolLM2's weights come from a Q4_1 GGUF: already on a 4-bit
 grid, so re-quantization error here understates the float-to-int4 error of a model trained in float.
 """
@@ -21,8 +22,6 @@ from quantkit.specio import with_overrides
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 WIKITEXT = SHARED / "data" / "wikitext-2" / "wiki.test.raw"
-#: int4 (blocks of 32, HQQ) tolerance the recipe's comment states, relative perplexity.
-INT4_TOLERANCE = 0.02
 QUICK = {"data.evaluation.limit": 8, "evaluation.latency.rounds": 1, "evaluation.latency.repeats": 3,
          "evaluation.latency.warmup": 1, "evaluation.latency.new_tokens": 4}
 
@@ -72,11 +71,3 @@ def test_the_int8_artifact_generates_what_pytorch_generates(int8_run, smollm2):
         expected = tok.decode(model.generate(**ids, max_new_tokens=8, do_sample=False)[0, ids["input_ids"].shape[1]:])
     got = load(int8_run.output_dir).generate(prompt, max_new_tokens=8)
     assert "Paris" in got and got.split()[0] == expected.split()[0]
-
-
-def test_int4_recipe_within_its_tolerance(smollm2, tmp_path):
-    spec = with_overrides(load_spec(REPO / "recipes" / "smollm2-wikitext-int4.yaml"), **QUICK)
-    result = Quantizer.from_pretrained(str(smollm2)).quantize(spec, tmp_path / "int4", progress=False)
-    assert result.relative_drop <= INT4_TOLERANCE
-    assert result.report["result"]["scores"]["quantized"]["kl_divergence"] > 0
-    assert result.size_ratio < 0.25

@@ -17,7 +17,8 @@ from conftest import REPO
 
 from quantkit import Quantizer, load_spec
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+# heavy: a 109M-parameter model on 1,500 STS-B pairs, minutes on 2 cores; CI leaves it out for time
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.heavy]
 
 
 @pytest.fixture(scope="module")

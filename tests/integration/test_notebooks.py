@@ -25,6 +25,7 @@ NOTEBOOKS_BY_NAME: dict[str, tuple[tuple[pytest.MarkDecorator, ...], int]] = {
     "03_qat.ipynb": ((pytest.mark.slow,), 1),     # training curve + comparison
     "04_hub.ipynb": ((pytest.mark.slow,), 0),
     "05_tasks.ipynb": ((pytest.mark.slow,), 1),   # int8 vs FP32 pair cosine scatter + histogram
+    "06_llm.ipynb": ((pytest.mark.slow,), 1),     # FP32 vs int4 perplexity, size, decode tokens/s
 }
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 #: Seconds one notebook may take before the test fails (budget: a few minutes each on 2 cores).
