@@ -126,9 +126,12 @@ def _render(result: Any) -> None:
         table.add_row(*row)
     out.print(table)
     cfg = result.report["quantization"]["config"]
+    weights = (f"int{(cfg.get('weight_only') or {}).get('bits', 4)}" if cfg["approach"] == "weight_only"
+               else cfg["weight_type"])
+    unit = "windows" if (result.report.get("result") or {}).get("scores") else "examples"
     out.print(
-        f"{cfg['approach']} {cfg['weight_type']} weights via {result.report['quantization']['backend']}"
-        f" · evaluated on {result.report['evaluation']['examples']} examples"
+        f"{cfg['approach']} {weights} weights via {result.report['quantization']['backend']}"
+        f" · evaluated on {result.report['evaluation']['examples']} {unit}"
         f" · {result.report['timings']['total_s']:.0f}s",
         highlight=False,
     )
