@@ -71,3 +71,17 @@ def text(n_words: int = 1500, seed: int = 0) -> str:
     while sum(len(s.split()) for s in sentences) < n_words:
         sentences.append(" ".join(rng.choices(WORDS, k=rng.randint(5, 14))) + ".")
     return "\n".join(" ".join(sentences[i:i + 4]) for i in range(0, len(sentences), 4)) + "\n"
+
+
+def llm_spec(model: Path | str, text_path: Path | str, out: Path | str, *, limit: int | None = None,
+             **quantization: Any) -> dict[str, Any]:
+    """A quick weight-only spec on a tiny decoder: 32-token windows of ``text_path``, one short timing round."""
+    evaluation: dict[str, Any] = {"path": str(text_path)}
+    if limit is not None:
+        evaluation["limit"] = limit
+    return {"spec_version": 1, "model": {"name_or_path": str(model), "task": "text-generation"},
+            "quantization": {"approach": "weight_only", **quantization},
+            "data": {"evaluation": evaluation, "max_length": 32},
+            "evaluation": {"batch_size": 2, "latency": {"batch_size": 1, "sequence_length": 16, "rounds": 1,
+                                                        "warmup": 1, "repeats": 3, "new_tokens": 2}},
+            "output": {"dir": str(out), "keep_fp32": True}}

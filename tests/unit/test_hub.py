@@ -639,12 +639,9 @@ def test_a_text_generation_artifact_pushes_with_its_card_and_generates_from_the_
     from quantkit.runtime import load
     from quantkit.specio import parse_spec
 
-    spec = parse_spec({"spec_version": 1, "model": {"name_or_path": str(decoder_dirs["llama"])},
-                       "quantization": {"approach": "weight_only", "weight_only": {"bits": 4}},
-                       "data": {"evaluation": {"path": str(text_file), "limit": 4}, "max_length": 32},
-                       "evaluation": {"batch_size": 2, "latency": {"batch_size": 1, "sequence_length": 16, "rounds": 1,
-                                                                   "warmup": 1, "repeats": 3, "new_tokens": 2}},
-                       "output": {"dir": str(tmp_path / "llm")}})
+    from tiny_decoders import llm_spec
+
+    spec = parse_spec(llm_spec(decoder_dirs["llama"], text_file, tmp_path / "llm", limit=4, weight_only={"bits": 4}))
     result = Quantizer.from_pretrained(str(decoder_dirs["llama"])).quantize(spec, progress=False)
     repo = "quantkit-tests/tiny-llama-int4"
     pushed = push_artifact(result.output_dir, repo)

@@ -4,6 +4,7 @@ optimum-onnx 0.1.0, transformers 4.57) and generates what quantkit.runtime gener
 from __future__ import annotations
 
 import pytest
+from tiny_decoders import llm_spec
 
 pytestmark = pytest.mark.optimum
 
@@ -17,12 +18,8 @@ def test_ortmodel_for_causal_lm_generates_like_the_runtime(decoder_dirs, text_fi
     from quantkit.runtime import load
     from quantkit.specio import parse_spec
 
-    spec = parse_spec({"spec_version": 1, "model": {"name_or_path": str(decoder_dirs["llama"])},
-                       "quantization": {"approach": "weight_only", "weight_only": {"bits": 8}},
-                       "data": {"evaluation": {"path": str(text_file), "limit": 2}, "max_length": 32},
-                       "evaluation": {"batch_size": 2, "latency": {"batch_size": 1, "sequence_length": 16, "rounds": 1,
-                                                                   "warmup": 1, "repeats": 3, "new_tokens": 2}},
-                       "output": {"dir": str(tmp_path / "int8")}})
+    spec = parse_spec(llm_spec(decoder_dirs["llama"], text_file, tmp_path / "int8", limit=2,
+                               weight_only={"bits": 8}))
     result = Quantizer.from_pretrained(str(decoder_dirs["llama"])).quantize(spec, progress=False)
     model = ORTModelForCausalLM.from_pretrained(result.output_dir)
     tok = AutoTokenizer.from_pretrained(result.output_dir)

@@ -11,17 +11,13 @@ import yaml
 from typer.testing import CliRunner
 
 from quantkit.cli import app
+from tiny_decoders import llm_spec
 
 runner = CliRunner()
 
 
 def _spec(model, text, out, **quantization):
-    return {"spec_version": 1, "model": {"name_or_path": str(model), "task": "text-generation"},
-            "quantization": {"approach": "weight_only", **quantization},
-            "data": {"evaluation": {"path": str(text)}, "max_length": 32},
-            "evaluation": {"batch_size": 2, "latency": {"batch_size": 1, "sequence_length": 16, "rounds": 2,
-                                                        "max_rounds": 2, "warmup": 1, "repeats": 3}},
-            "output": {"dir": str(out), "keep_fp32": True}}
+    return llm_spec(model, text, out, **quantization)
 
 
 @pytest.fixture(scope="module")
