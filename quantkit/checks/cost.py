@@ -370,6 +370,14 @@ def export_seconds(dims: dict[str, int]) -> float:
     return 4.0 + params / 5e6
 
 
+def _decode_seconds(task: Any, lat: Any, dims: dict[str, int], head: float, rate: float, rounds: int,
+                    prefill_s: float) -> float:
+    """A generating task's decode timing: per round, both models prefill then step one token at a time."""
+    steps = lat.warmup + task.decode_steps(lat)
+    step_s = (forward_flops(dims, 1) + head) / rate * lat.batch_size
+    return rounds * (2 * PROCESS_START_S + 2 * (prefill_s + steps * step_s))
+
+
 @check("cost.duration", stage="cost")
 def check_duration(ctx: CheckContext) -> list[Problem]:
     """Expected duration of tokenization, calibration, evaluation and latency runs, from timed probes."""
@@ -412,10 +420,7 @@ def check_duration(ctx: CheckContext) -> list[Problem]:
     rounds = max(lat.rounds, MIN_DECISION_ROUNDS) if lat.round_budget > lat.rounds else lat.rounds
     per_round = (lat.warmup + lat.repeats) * lat_fp32
     latency = rounds * (2 * PROCESS_START_S + per_round * (1 + 1 / speedup))
-    if generates:  # decode steps timed too: a prefill, then one token per step
-        steps = lat.warmup + task.decode_steps(lat)
-        step_s = (forward_flops(dims, 1) + head) / rate * lat.batch_size
-        latency += rounds * (2 * PROCESS_START_S + 2 * (lat_fp32 + steps * step_s))
+    latency += _decode_seconds(task, lat, dims, head, rate, rounds, lat_fp32) if generates else 0.0
     hardware = 0.0
     if ctx.tune is False and will_probe(spec, getattr(config, "model_type", None)):
         # 3 fusion levels built (optimize + quantize each) then timed with FP32, MIN_DECISION_ROUNDS rounds at

@@ -457,7 +457,7 @@ def test_readme_first_commands_are_what_ci_runs():
     assert first[1] == "bash scripts/setup.sh && .venv/bin/python -m pytest"
     ci = (REPO / ".ci" / "run").read_text(encoding="utf-8")
     assert first[1] in ci
-    assert ".venv/bin/python -m pytest -m 'slow and not optimum'" in ci
+    assert ".venv/bin/python -m pytest -m 'slow and not optimum and not heavy'" in ci
     assert "bash scripts/setup.sh --stack optimum" in ci and ".venv-optimum/bin/python -m pytest -m optimum" in ci
     assert re.search(r"^[A-Z_=0-9 ]*\.venv/bin/mkdocs build --strict", ci, re.M), ".ci/run must build the docs strictly"
 
