@@ -142,8 +142,9 @@ class QuantkitExporter(Exporter):
             return []
         from transformers.models.auto import modeling_auto
 
-        return sorted(task for task, mapping in _auto_mappings().items()
-                      if model_type in getattr(modeling_auto, mapping, {}))
+        return sorted(task for task, mapping in _auto_mappings().items()  # encoders: no KV-cache task
+                      if model_type in getattr(modeling_auto, mapping, {}) and not getattr(TASKS.get(task), "kv_cache",
+                                                                                          False))
 
     def _export(self, loaded: Any, folder: Path, opset: int) -> Path:
         import torch

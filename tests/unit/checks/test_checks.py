@@ -261,8 +261,11 @@ def test_task_not_exportable_for_model_type(tmp_path, tiny_data_dir, tiny_model_
 
 
 def test_task_quantkit_does_not_evaluate(spec, tmp_path):
-    report = check(write(tmp_path, spec, {"model.task": "text-generation"}))
-    expect(report, "model.task", "'text-generation' is not a task quantkit evaluates", "token-classification")
+    report = check(write(tmp_path, spec, {"model.task": "summarization"}))
+    expect(report, "model.task", "'summarization' is not a task quantkit evaluates", "token-classification")
+    # a causal-LM task on an encoder checkpoint: quantkit exports decoders (with a KV cache) only
+    report = check(write(tmp_path, spec, {"model.task": "text-generation", "evaluation.metric": "perplexity"}))
+    expect(report, "model.task", "'text-generation' cannot be exported for model type 'bert'")
 
 
 def test_task_head_missing_and_its_data_contract(spec, tmp_path):
