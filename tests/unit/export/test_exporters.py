@@ -38,7 +38,10 @@ def test_quantkit_exporter_supports_encoder_families():
                    "albert", "modernbert"):
         assert QuantkitExporter.supported_tasks(family) == ALL, family
     assert QuantkitExporter.supported_tasks("funnel") == []  # not an encoder family quantkit exports
-    assert QuantkitExporter.supported_tasks("gpt2") == []
+    # gpt2 is a decoder: its one task is text-generation, on the stack whose transformers the decoder trace supports
+    from quantkit.export.decoder import decoder_tracing_supported
+
+    assert QuantkitExporter.supported_tasks("gpt2") == (["text-generation"] if decoder_tracing_supported() else [])
     assert "bert" in ENCODER_FAMILIES and len(ENCODER_FAMILIES) >= 15
 
 

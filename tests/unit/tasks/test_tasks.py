@@ -29,7 +29,10 @@ def test_aliases_and_architectures():
     assert infer_task_from_architectures(cfg(architectures=["BertForTokenClassification"])) == "token-classification"
     assert infer_task_from_architectures(cfg(architectures=["MPNetModel"])) == "feature-extraction"
     assert infer_task_from_architectures(cfg(architectures=["DebertaV2ForQuestionAnswering"])) == "question-answering"
-    assert infer_task_from_architectures(cfg(architectures=["GPT2LMHeadModel"])) is None
+    assert infer_task_from_architectures(cfg(architectures=["GPT2LMHeadModel"])) == "text-generation"
+    assert infer_task_from_architectures(cfg(architectures=["LlamaForCausalLM"])) == "text-generation"
+    assert infer_task_from_architectures(cfg(architectures=["LlamaModel"])) == "feature-extraction"  # no LM head
+    assert get_task("causal-lm").name == "text-generation"
     assert get_task("qa").output_names == ("start_logits", "end_logits")
 
 
