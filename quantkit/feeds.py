@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["PAST_PREFIXES", "is_past", "fillable", "complete_feeds", "past_shape"]
+__all__ = ["PAST_PREFIXES", "is_past", "fillable", "complete_feeds", "past_shape", "carried_cache"]
 
 #: Names of KV-cache graph inputs (ours and optimum's are ``past_key_values.N.key``; older GPT-2 exports ``past.N``).
 PAST_PREFIXES = ("past_key_values", "past.")
@@ -66,3 +66,8 @@ def complete_feeds(inputs: Sequence[Any], feeds: dict[str, np.ndarray]) -> dict[
         else:
             out[inp.name] = np.zeros(past_shape(inp.shape, batch), dtype=_NUMPY.get(inp.type, np.float32))
     return out
+
+
+def carried_cache(outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A decoder step's ``present.N.key/value`` outputs as the next step's ``past_key_values.N.key/value`` feeds."""
+    return {n.replace("present", "past_key_values", 1): v for n, v in outputs.items() if n.startswith("present")}

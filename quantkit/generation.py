@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .feeds import complete_feeds, is_past
+from .feeds import carried_cache, complete_feeds, is_past
 
 __all__ = ["GenerationConfig", "Generated", "Generator", "next_token"]
 
@@ -101,8 +101,7 @@ class Generator:
               past: dict[str, np.ndarray] | None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         feeds = {"input_ids": ids, "attention_mask": mask, "position_ids": positions, **(past or {})}
         outs = dict(zip(self.output_names, self.session.run(None, complete_feeds(self.inputs, feeds))))
-        present = {n.replace("present", "past_key_values", 1): v for n, v in outs.items() if n.startswith("present")}
-        return outs["logits"][0, -1], present
+        return outs["logits"][0, -1], carried_cache(outs)
 
     def stream(self, prompt: str | Sequence[int], config: GenerationConfig) -> Iterator[tuple[str, Generated]]:
         """Yield ``(new text, state so far)`` after each generated token."""

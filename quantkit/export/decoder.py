@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ExportError, ExportValidationError
+from ..feeds import carried_cache
 
 logger = logging.getLogger(__name__)
 
@@ -201,7 +202,7 @@ def validate_decoder(onnx_path: str | Path, loaded: Any, lengths: list[int], *, 
         mask2 = np.concatenate([mask, np.ones((2, 1), np.int64)], axis=1)
         pos2 = pos[:, -1:] + 1
         feeds = {"input_ids": step, "attention_mask": mask2, "position_ids": pos2,
-                 **{n.replace("present", "past_key_values"): got[n] for n in outputs[1:]}}
+                 **carried_cache(got)}
         got2 = dict(zip(outputs, session.run(None, feeds)))
         with torch.no_grad():
             ref2 = loaded.model(input_ids=torch.from_numpy(step), attention_mask=torch.from_numpy(mask2),

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import EvaluationError
-from ..feeds import complete_feeds, fillable
+from ..feeds import carried_cache, complete_feeds, fillable
 
 if TYPE_CHECKING:
     from ..spec import LatencySpec
@@ -128,7 +128,7 @@ def decode_steps(session: Any, feeds: dict[str, np.ndarray], steps: int) -> Any:
         total += 1
         step = {"input_ids": token, "attention_mask": np.ones((batch, total), np.int64),
                 "position_ids": np.full((batch, 1), total - 1, np.int64),
-                **{n.replace("present", "past_key_values", 1): v for n, v in outs.items() if n.startswith("present")}}
+                **carried_cache(outs)}
         step = {k: v for k, v in step.items() if k in feeds}
 
         def run(step: dict[str, np.ndarray] = step) -> None:
